@@ -1,0 +1,61 @@
+"""Read `params.yaml` and answer the questions every stage asks of it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: parameters file not found (run from the project root or pass --params)")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise UserError(f"params: section `{name}` is missing or not a mapping")
+    return value
+
+
+def run_config(params: dict[str, Any], run: str) -> dict[str, Any]:
+    """The training configuration of one run: `train` updated with `runs.<run>`."""
+    runs = params.get("runs") or {}
+    if run not in runs:
+        known = ", ".join(sorted(runs)) or "none"
+        raise UserError(f"params: unknown run `{run}` (runs defined: {known})")
+    base = dict(section(params, "train"))
+    overrides = runs[run] or {}
+    unknown = sorted(set(overrides) - set(base))
+    if unknown:
+        raise UserError(f"params: runs.{run} sets unknown training key(s) {', '.join(unknown)}; "
+                        f"known keys are those of `train`")
+    base.update(overrides)
+    return base
+
+
+def parse_n(value: Any, what: str) -> int | None:
+    """A sample size: a positive int, or `all`/null for everything (returned as None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}") from None
+    if n <= 0:
+        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}")
+    return n
