@@ -22,7 +22,49 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
+    _resolve_paths(params, path.resolve().parent)
     return params
+
+
+def experiment_origin(directory: Path) -> Path | None:
+    """The repository a DVC queued experiment was started from, when `directory` is inside one.
+
+    `dvc exp run --queue` / `dvc queue start` run each experiment in a temporary copy of the
+    repository under `<repo>/.dvc/tmp/exps/`, without untracked files (mirrors, model caches).
+    """
+    parts = directory.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return None
+
+
+def resolve_path(value: str | os.PathLike, base: Path) -> Path:
+    """A path from params.yaml: relative paths are relative to the project root (`base`), or,
+    inside a queued DVC experiment's temporary workspace, to the repository it came from
+    when the path is not in the workspace itself."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    here = base / p
+    origin = experiment_origin(base)
+    if origin is not None and not here.exists():
+        return origin / p
+    return here
+
+
+def _resolve_paths(params: dict[str, Any], base: Path) -> None:
+    data = params.get("data")
+    if isinstance(data, dict) and data.get("mirror_dir"):
+        data["mirror_dir"] = str(resolve_path(data["mirror_dir"], base))
+    model = params.get("model")
+    if isinstance(model, dict):
+        if model.get("cache_dir"):
+            model["cache_dir"] = str(resolve_path(model["cache_dir"], base))
+        path = model.get("path")
+        # A hub id (org/name) stays as it is unless a local path of that name exists.
+        if path and (str(path).endswith(".gguf") or resolve_path(path, base).exists()):
+            model["path"] = str(resolve_path(path, base))
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
