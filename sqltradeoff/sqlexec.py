@@ -1,0 +1,225 @@
+"""Safe execution of untrusted SQL (model predictions) on a SQLite database file.
+
+`execute_sql(db_path, sql, timeout_s=..., max_rows=...)` runs one statement and returns an
+`ExecResult`: the rows, or an error kind. The defences, in layers:
+
+* the file is opened read-only through a URI (`mode=ro&immutable=1`): SQLite cannot write it,
+  and creates no journal or WAL file next to it;
+* an authorizer allows only what a query needs (SELECT, reading columns, calling functions,
+  recursive CTEs) and denies everything else at compile time: INSERT/UPDATE/DELETE,
+  CREATE/DROP/ALTER, ATTACH/DETACH (and so `VACUUM INTO`, which attaches its target),
+  PRAGMA, transaction control, and the `load_extension()` SQL function;
+  extension loading is also switched off on the connection;
+* only one statement is accepted (Python's sqlite3 refuses a second one before running anything);
+* a wall-clock time limit enforced *inside* SQLite by a progress handler, which interrupts a
+  runaway query (an endless recursive CTE, a 6-way cross join) during compile, run or fetch;
+* at most `max_rows` rows are fetched (`fetchmany`), and SQLite's string/blob length limit is
+  lowered, so a hostile query cannot exhaust memory.
+
+Connections are cached per database file in each process (`_CONNECTIONS`), so a worker that
+scores many questions of one database opens it once.
+
+Text is decoded as the official Spider evaluator does (`bytes.decode(errors="ignore")`).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_ROWS = 100_000
+MAX_VALUE_BYTES = 10_000_000      # SQLITE_LIMIT_LENGTH: longest string/blob a query may build
+PROGRESS_STEPS = 1_000            # VM instructions between two clock checks
+
+# Error kinds of an ExecResult.
+OK = "ok"
+SYNTAX_ERROR = "syntax_error"
+UNKNOWN_TABLE = "unknown_table"
+UNKNOWN_COLUMN = "unknown_column"
+OTHER_ERROR = "other_error"
+TIMEOUT = "timeout"
+TOO_MANY_ROWS = "too_many_rows"
+FORBIDDEN = "forbidden"
+
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_DENIED_FUNCTIONS = {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"}
+
+
+@dataclass
+class ExecResult:
+    """Outcome of one statement: `rows` (list of tuples) when `ok`, else `error` and `message`."""
+
+    rows: list[tuple] | None = None
+    error: str | None = None          # None when ok, else one of the kinds above
+    message: str = ""
+    seconds: float = 0.0
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def describe(self) -> str:
+        """`"<kind>: <short reason>"` for an error, `"ok"` otherwise."""
+        if self.ok:
+            return OK
+        msg = " ".join(self.message.split())
+        if len(msg) > 160:
+            msg = msg[:157] + "..."
+        return f"{self.error}: {msg}" if msg else self.error
+
+
+def _authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and isinstance(arg2, str) and arg2.lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+class _Deadline:
+    """The progress handler of one connection: interrupts when the current deadline has passed."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.fired = False
+
+    def __call__(self) -> int:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.fired = True
+            return 1          # non-zero: SQLite aborts the statement with SQLITE_INTERRUPT
+        return 0
+
+
+@dataclass
+class _Conn:
+    conn: sqlite3.Connection
+    deadline: _Deadline
+
+
+_CONNECTIONS: dict[str, _Conn] = {}
+_LOCK = threading.Lock()
+
+
+def _uri(path: Path) -> str:
+    # Percent-encode what a URI path may not contain literally.
+    quoted = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?mode=ro&immutable=1"
+
+
+def open_readonly(db_path: str | os.PathLike) -> sqlite3.Connection:
+    """A new read-only, locked-down connection to `db_path` (no progress handler yet)."""
+    path = Path(db_path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"database file not found: {path}")
+    conn = sqlite3.connect(_uri(path), uri=True, isolation_level=None, check_same_thread=False)
+    conn.text_factory = lambda b: b.decode(errors="ignore")
+    try:
+        conn.enable_load_extension(False)
+    except AttributeError:     # Python built without extension support: already impossible
+        pass
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(_authorizer)
+    return conn
+
+
+def _get(db_path: str | os.PathLike) -> _Conn:
+    key = str(Path(db_path).resolve())
+    with _LOCK:
+        entry = _CONNECTIONS.get(key)
+        if entry is None:
+            conn = open_readonly(key)
+            deadline = _Deadline()
+            conn.set_progress_handler(deadline, PROGRESS_STEPS)
+            entry = _Conn(conn, deadline)
+            _CONNECTIONS[key] = entry
+        return entry
+
+
+def close_all() -> None:
+    """Close the cached connections of this process."""
+    with _LOCK:
+        for entry in _CONNECTIONS.values():
+            entry.conn.close()
+        _CONNECTIONS.clear()
+
+
+_SYNTAX_PATTERNS = ("syntax error", "incomplete input", "unrecognized token", "near \"")
+
+
+def classify_error(exc: BaseException) -> str:
+    """Map an sqlite3 exception to an error kind."""
+    msg = str(exc).lower()
+    if isinstance(exc, sqlite3.ProgrammingError) and "one statement" in msg:
+        return FORBIDDEN
+    if isinstance(exc, sqlite3.Warning) and "one statement" in msg:   # older Pythons
+        return FORBIDDEN
+    if "not authorized" in msg or "authorization denied" in msg or "readonly database" in msg or "read-only" in msg:
+        return FORBIDDEN
+    if msg.startswith("no such table") or "no such view" in msg:
+        return UNKNOWN_TABLE
+    if msg.startswith("no such column"):
+        return UNKNOWN_COLUMN
+    if any(p in msg for p in _SYNTAX_PATTERNS):
+        return SYNTAX_ERROR
+    return OTHER_ERROR
+
+
+def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                max_rows: int = DEFAULT_MAX_ROWS) -> ExecResult:
+    """Run one untrusted statement read-only on `db_path`.
+
+    Never raises for anything the SQL text can cause; a missing database file raises
+    `FileNotFoundError` (that is a configuration problem, not a prediction error).
+    """
+    start = time.monotonic()
+    if sql is None or not str(sql).strip().strip(";").strip():
+        return ExecResult(error=SYNTAX_ERROR, message="empty query")
+    entry = _get(db_path)
+    conn, deadline = entry.conn, entry.deadline
+    deadline.deadline = start + float(timeout_s)
+    deadline.fired = False
+    cur = None
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        rows: list[tuple] = []
+        if cur.description is not None:
+            batch = max(1, min(1000, max_rows + 1))
+            while True:
+                chunk = cur.fetchmany(batch)
+                if not chunk:
+                    break
+                rows.extend(chunk)
+                if len(rows) > max_rows:
+                    return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
+                                      seconds=time.monotonic() - start)
+        columns = [d[0] for d in cur.description] if cur.description else []
+        return ExecResult(rows=rows, columns=columns, seconds=time.monotonic() - start)
+    except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
+        elapsed = time.monotonic() - start
+        if deadline.fired or (isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
+                              and elapsed >= timeout_s):
+            return ExecResult(error=TIMEOUT, message=f"exceeded {timeout_s:g} s", seconds=elapsed)
+        if isinstance(exc, MemoryError):
+            return ExecResult(error=OTHER_ERROR, message="out of memory", seconds=elapsed)
+        return ExecResult(error=classify_error(exc), message=str(exc), seconds=elapsed)
+    finally:
+        deadline.deadline = None
+        if cur is not None:
+            try:
+                cur.close()
+            except sqlite3.Error:
+                pass
+
