@@ -1,0 +1,593 @@
+"""Raw data: Spider and MMLU from a local mirror, the Hugging Face hub, or the official archives.
+
+Every source ends in the same files (docs/design.md, "Data contracts"):
+
+* `data/raw/spider/`: `train.jsonl`, `dev.jsonl` (with the parsed `sql`), `tables.json`,
+  `database/<db_id>/<db_id>.sqlite`, `manifest.json`;
+* `data/raw/mmlu/`: `test.jsonl`, `dev.jsonl`, `manifest.json` (only the configured subjects).
+
+Each example is checked; a question whose database is missing is excluded, counted and listed
+in the manifest (never silently dropped). Bad input raises `UserError` naming file and line.
+The output directory is assembled in a temporary sibling directory and renamed into place only
+when complete, so a failure leaves the previous output (or nothing) behind.
+
+The network calls (`datasets.load_dataset`, gdown, HTTP) are kept in thin functions
+(`_load_hub_dataset`, `fetch_url`); the conversions they feed are plain functions, unit-tested
+with small fake inputs.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .errors import UserError
+from .io import write_json, write_jsonl
+
+LETTERS = ("A", "B", "C", "D")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SPIDER_FIELDS = ("db_id", "question", "query")
+STANDIN_TRAIN = "spider_derived/train_spider.question_query_db_id.json"
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# checksums
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sha256_manifest(path: Path) -> dict[str, str]:
+    """`sha256sum` output (`<hex>  <relative path>`) as {relative path: hex}."""
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise UserError(f"{path}:{lineno}: expected `<sha256>  <path>`, got {line[:80]!r}")
+        out[parts[1].lstrip("*").strip()] = parts[0].lower()
+    return out
+
+
+class Verifier:
+    """Checks files of a mirror against its `MANIFEST.sha256` (when there is one)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        mpath = root / "MANIFEST.sha256"
+        self.manifest = read_sha256_manifest(mpath) if mpath.is_file() else None
+        self.checked: dict[str, str] = {}
+
+    def check(self, path: Path) -> str:
+        rel = path.relative_to(self.root).as_posix()
+        digest = sha256_file(path)
+        if self.manifest is not None:
+            expected = self.manifest.get(rel)
+            if expected is None:
+                warn(f"{rel} is not listed in {self.root / 'MANIFEST.sha256'}; not verified")
+            elif expected != digest:
+                raise UserError(f"{path}: sha256 {digest} does not match {expected} in "
+                                f"{self.root / 'MANIFEST.sha256'} (corrupt or modified copy)")
+        self.checked[rel] = digest
+        return digest
+
+
+def verify_sha256(path: Path, expected: str | None) -> str:
+    """sha256 of `path`; if `expected` is set and differs, delete the file and raise."""
+    digest = sha256_file(path)
+    if expected and digest != expected.lower():
+        path.unlink(missing_ok=True)
+        raise UserError(f"{path.name}: sha256 {digest} does not match the expected {expected} "
+                        f"(corrupt or partial download; the file was removed, run again)")
+    return digest
+
+
+# --------------------------------------------------------------------------------------------
+# atomic output directory
+
+
+@contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A temporary directory next to `out`, renamed to `out` when the block completes."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old.{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Spider
+
+
+def load_spider_json(path: Path, required: Sequence[str] = SPIDER_FIELDS) -> list[dict]:
+    """A Spider JSON file (a list of example objects), checked for the fields we use."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+    for i, ex in enumerate(data):
+        if not isinstance(ex, dict):
+            raise UserError(f"{path}: example {i}: expected an object, got {type(ex).__name__}")
+        missing = [k for k in required if k not in ex]
+        if missing:
+            raise UserError(f"{path}: example {i}: missing field(s) {', '.join(missing)}")
+        for k in SPIDER_FIELDS:
+            if k in required and (not isinstance(ex[k], str) or not ex[k].strip()):
+                raise UserError(f"{path}: example {i}: field `{k}` must be a non-empty string")
+    return data
+
+
+def load_tables(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        tables = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(tables, list) or not all(isinstance(t, dict) and "db_id" in t for t in tables):
+        raise UserError(f"{path}: expected a list of database objects with `db_id`")
+    return tables
+
+
+def find_databases(db_root: Path) -> dict[str, Path]:
+    """{db_id: path} of `db_root/<db_id>/<db_id>.sqlite` files that are SQLite databases."""
+    found: dict[str, Path] = {}
+    if not db_root.is_dir():
+        raise UserError(f"{db_root}: database folder not found")
+    for sub in sorted(p for p in db_root.iterdir() if p.is_dir()):
+        f = sub / f"{sub.name}.sqlite"
+        if f.is_file():
+            with f.open("rb") as fh:
+                if fh.read(16) != SQLITE_MAGIC:
+                    raise UserError(f"{f}: not a SQLite database (bad header)")
+            found[sub.name] = f
+    return found
+
+
+def spider_rows(examples: Iterable[dict], split: str, start: int = 0, width: int = 5,
+                keep_sql: bool = False) -> list[dict]:
+    """Source examples -> our rows with ids `<split>-<index>` (the index in the source)."""
+    rows = []
+    for i, ex in enumerate(examples, start):
+        row = {"id": f"{split}-{i:0{width}d}", "db_id": ex["db_id"], "question": ex["question"],
+               "query": ex["query"]}
+        if keep_sql:
+            row["sql"] = ex["sql"]
+        rows.append(row)
+    return rows
+
+
+def split_by_database(rows: list[dict], available: set[str], what: str) -> tuple[list[dict], dict[str, list[str]]]:
+    """Keep rows whose database exists; the others by db_id (with a warning)."""
+    kept, missing = [], {}
+    for r in rows:
+        if r["db_id"] in available:
+            kept.append(r)
+        else:
+            missing.setdefault(r["db_id"], []).append(r["id"])
+    for db, ids in sorted(missing.items()):
+        warn(f"{what}: {len(ids)} question(s) excluded: database `{db}` is missing")
+    return kept, missing
+
+
+def write_spider(out: Path, *, train: list[dict], dev: list[dict], tables_path: Path,
+                 databases: dict[str, Path], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Check every example against the databases and write the raw Spider directory atomically."""
+    tables = load_tables(tables_path)
+    table_ids = {t["db_id"] for t in tables}
+    available = set(databases)
+    train_kept, train_missing = split_by_database(train, available, "spider train")
+    dev_kept, dev_missing = split_by_database(dev, available, "spider dev")
+    no_schema = sorted({r["db_id"] for r in train_kept + dev_kept} - table_ids)
+    if no_schema:
+        raise UserError(f"{tables_path}: no schema for database(s) {', '.join(no_schema)} used by the questions")
+    from tqdm import tqdm
+
+    with staging_dir(out) as tmp:
+        write_jsonl(tmp / "train.jsonl", train_kept)
+        write_jsonl(tmp / "dev.jsonl", dev_kept)
+        shutil.copyfile(tables_path, tmp / "tables.json")
+        for db, src in tqdm(sorted(databases.items()), desc="copy databases", unit="db", file=sys.stderr):
+            dst = tmp / "database" / db / f"{db}.sqlite"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {
+            **manifest,
+            "counts": {
+                "train": {"source": len(train), "kept": len(train_kept), "excluded": len(train) - len(train_kept)},
+                "dev": {"source": len(dev), "kept": len(dev_kept), "excluded": len(dev) - len(dev_kept)},
+                "databases": len(databases),
+                "tables_json_databases": len(table_ids),
+            },
+            "excluded": {
+                "missing_database": {
+                    "train": {db: ids for db, ids in sorted(train_missing.items())},
+                    "dev": {db: ids for db, ids in sorted(dev_missing.items())},
+                },
+            },
+            "databases_missing": sorted(table_ids - available),
+            "files": files,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _mirror_root(mirror_dir: str | os.PathLike | None, base: Path) -> Path:
+    if not mirror_dir:
+        raise UserError("params: data.mirror_dir is not set; set it to the local data mirror "
+                        "or set data.source: hub")
+    root = Path(mirror_dir)
+    if not root.is_absolute():
+        root = (base / root).resolve()
+    if not root.is_dir():
+        raise UserError(f"data mirror {root} not found: set data.mirror_dir to the folder holding "
+                        f"spider/ and mmlu/, or set data.source: hub to download from the hub")
+    return root
+
+
+def spider_from_mirror(mirror_dir: str | os.PathLike, out: Path, base: Path = Path(".")) -> dict:
+    """Spider from a mirror in the release layout (see the module docstring)."""
+    root = _mirror_root(mirror_dir, base)
+    sp = root / "spider"
+    if not sp.is_dir():
+        raise UserError(f"{sp}: not found (the mirror must hold Spider in spider/)")
+    ver = Verifier(root)
+    warnings: list[str] = []
+    train_src: list[dict] = []
+    train_files: list[str] = []
+    official = sp / "train_spider.json"
+    if official.is_file():
+        ver.check(official)
+        train_src += load_spider_json(official)
+        train_files.append("spider/train_spider.json")
+    else:
+        standin = root / STANDIN_TRAIN
+        if not standin.is_file():
+            raise UserError(f"{official}: not found, and no stand-in {standin} either")
+        ver.check(standin)
+        train_src += load_spider_json(standin)
+        train_files.append(STANDIN_TRAIN)
+        msg = (f"spider/train_spider.json is missing in the mirror; using the stand-in {STANDIN_TRAIN} "
+               f"({len(train_src)} question/query/db_id pairs, not an original release file)")
+        warn(msg)
+        warnings.append(msg)
+    others = sp / "train_others.json"
+    if others.is_file():
+        ver.check(others)
+        train_src += load_spider_json(others)
+        train_files.append("spider/train_others.json")
+    else:
+        warnings.append("spider/train_others.json is missing in the mirror; train has train_spider only")
+    dev_path = sp / "dev.json"
+    ver.check(dev_path)
+    dev_src = load_spider_json(dev_path, SPIDER_FIELDS + ("sql",))
+    tables_path = sp / "tables.json"
+    ver.check(tables_path)
+    databases = find_databases(sp / "database")
+    for p in databases.values():
+        ver.check(p)
+    manifest = {
+        "source": "mirror",
+        "mirror_dir": str(mirror_dir),
+        "train_files": train_files,
+        "train_is_standin": not official.is_file(),
+        "warnings": warnings,
+        "input_sha256": dict(sorted(ver.checked.items())),
+        "verified_against": "MANIFEST.sha256" if ver.manifest is not None else None,
+    }
+    return write_spider(out, train=spider_rows(train_src, "train"), dev=spider_rows(dev_src, "dev", width=4, keep_sql=True),
+                        tables_path=tables_path, databases=databases, manifest=manifest)
+
+
+# --- hub + archive
+
+
+def fetch_url(url: str, dest: Path, expected_sha256: str | None = None) -> str:
+    """Download `url` to `dest` (gdown for Google Drive, else streamed HTTP with a progress bar).
+
+    Returns the sha256; a mismatch or an interrupted download removes the partial file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        if "drive.google.com" in url:
+            import gdown
+
+            got = gdown.download(url, str(part), quiet=False)
+            if not got or not part.is_file():
+                raise UserError(f"download of {url} failed (gdown returned nothing); check the link "
+                                f"or download the archive by hand")
+        else:
+            import requests
+            from tqdm import tqdm
+
+            with requests.get(url, stream=True, timeout=60) as resp:
+                resp.raise_for_status()
+                total = int(resp.headers.get("content-length") or 0) or None
+                with part.open("wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                                                 file=sys.stderr) as bar:
+                    for block in resp.iter_content(1 << 20):
+                        fh.write(block)
+                        bar.update(len(block))
+                if total is not None and part.stat().st_size != total:
+                    raise UserError(f"download of {url} is truncated ({part.stat().st_size} of {total} bytes)")
+    except UserError:
+        part.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # network errors of requests/gdown
+        part.unlink(missing_ok=True)
+        raise UserError(f"download of {url} failed: {type(exc).__name__}: {exc}") from None
+    digest = verify_sha256(part, expected_sha256)
+    os.replace(part, dest)
+    return digest
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract a .zip or .tar(.gz) archive into `dest`; a corrupt/truncated archive is removed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"CRC error in member {bad}")
+                for name in zf.namelist():
+                    if name.startswith("/") or ".." in Path(name).parts:
+                        raise UserError(f"{archive}: unsafe member path {name!r}")
+                zf.extractall(dest)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(dest, filter="data")
+    except UserError:
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{archive.name}: corrupt or truncated archive ({exc}); the file was removed, "
+                        f"download it again") from None
+    return dest
+
+
+def find_release_root(root: Path, marker: str) -> Path:
+    """The folder under `root` that holds `marker` (archives nest their content differently)."""
+    hits = sorted(root.rglob(marker), key=lambda p: len(p.parts))
+    hits = [h for h in hits if "__MACOSX" not in h.parts]
+    if not hits:
+        raise UserError(f"archive content has no {marker}")
+    return hits[0].parent
+
+
+def hub_spider_rows(train: Iterable[dict], validation: Iterable[dict], dev_json: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Hub splits (+ the release dev.json for the `sql` parse) -> our train and dev rows.
+
+    The hub validation split must be dev.json in the same order (checked question by question)."""
+    train = list(train)
+    validation = list(validation)
+    for i, ex in enumerate(train):
+        missing = [k for k in SPIDER_FIELDS if k not in ex]
+        if missing:
+            raise UserError(f"hub spider train row {i}: missing field(s) {', '.join(missing)}")
+    if len(validation) != len(dev_json):
+        raise UserError(f"hub spider validation has {len(validation)} rows but the archive's dev.json "
+                        f"has {len(dev_json)}: they must be the same release")
+    dev = []
+    for i, (hub, rel) in enumerate(zip(validation, dev_json)):
+        if (hub.get("db_id"), hub.get("question"), hub.get("query")) != (rel["db_id"], rel["question"], rel["query"]):
+            raise UserError(f"hub spider validation row {i} differs from dev.json example {i}: "
+                            f"the hub revision and the archive are not the same release")
+        dev.append({**hub, "sql": rel["sql"]})
+    return spider_rows(train, "train"), spider_rows(dev, "dev", width=4, keep_sql=True)
+
+
+class HubUnavailable(UserError):
+    """The hub could not give a dataset (offline, unknown id/revision, ...)."""
+
+
+def _load_hub_dataset(hub_id: str, name: str | None, revision: str | None):
+    """Thin wrapper over `datasets.load_dataset` (the one network call of the hub path)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, name, revision=revision)
+    except Exception as exc:
+        raise HubUnavailable(f"could not load {hub_id}{'/' + name if name else ''} (revision {revision}) from "
+                        f"the Hugging Face hub: {type(exc).__name__}: {exc}. Offline? Set data.source: "
+                        f"mirror and data.mirror_dir") from None
+
+
+def spider_from_hub(cfg: dict, out: Path, cache_dir: Path) -> dict:
+    """Spider questions from the hub, databases (+ dev.json `sql`) from the official archive."""
+    ds = _load_hub_dataset(cfg["hub_id"], None, cfg.get("hub_revision"))
+    archive = cache_dir / "spider_archive.zip"
+    if archive.is_file():  # an earlier complete download (partial ones are never renamed here)
+        digest = verify_sha256(archive, cfg.get("archive_sha256"))
+    else:
+        digest = fetch_url(cfg["archive_url"], archive, cfg.get("archive_sha256"))
+    if not cfg.get("archive_sha256"):
+        warn(f"spider archive sha256 {digest} (set data.spider.archive_sha256 to pin it)")
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmpd:
+        root = find_release_root(extract_archive(archive, Path(tmpd)), "tables.json")
+        dev_json = load_spider_json(root / "dev.json", SPIDER_FIELDS + ("sql",))
+        train, dev = hub_spider_rows(ds["train"], ds["validation"], dev_json)
+        others = root / "train_others.json"
+        train_files = [f"{cfg['hub_id']}:train"]
+        if others.is_file():
+            train += spider_rows(load_spider_json(others), "train", start=len(train))
+            train_files.append("archive:train_others.json")
+        manifest = {
+            "source": "hub",
+            "hub_id": cfg["hub_id"], "hub_revision": cfg.get("hub_revision"),
+            "archive_url": cfg["archive_url"], "archive_sha256": digest,
+            "archive_sha256_pinned": bool(cfg.get("archive_sha256")),
+            "train_files": train_files, "train_is_standin": False, "warnings": [],
+        }
+        return write_spider(out, train=train, dev=dev, tables_path=root / "tables.json",
+                            databases=find_databases(root / "database"), manifest=manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# MMLU
+
+
+def read_mmlu_csv(path: Path, subject: str, split: str) -> list[dict]:
+    """A headerless MMLU CSV (question, A, B, C, D, answer letter) -> our rows."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (MMLU subject `{subject}`, split {split})")
+    rows = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            for i, rec in enumerate(reader):
+                where = f"{path}:{reader.line_num}"
+                if len(rec) != 6:
+                    raise UserError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(rec)}")
+                answer = rec[5].strip()
+                if answer not in LETTERS:
+                    raise UserError(f"{where}: answer must be one of A, B, C, D, got {rec[5]!r}")
+                rows.append(mmlu_row(subject, split, i, rec[0], rec[1:5], answer))
+        except csv.Error as exc:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows
+
+
+def mmlu_row(subject: str, split: str, index: int, question: str, choices: Sequence[str], answer: str) -> dict:
+    return {"id": f"{subject}-{split}-{index:04d}", "subject": subject, "question": question,
+            "choices": list(choices), "answer": answer}
+
+
+def hub_mmlu_rows(rows: Iterable[dict], subject: str, split: str) -> list[dict]:
+    """`cais/mmlu` rows (question, choices[4], answer 0-3) -> our rows (answer letter)."""
+    out = []
+    for i, r in enumerate(rows):
+        where = f"{subject} {split} row {i}"
+        choices = r.get("choices")
+        if not isinstance(r.get("question"), str) or not isinstance(choices, (list, tuple)) or len(choices) != 4:
+            raise UserError(f"hub mmlu {where}: expected `question` and 4 `choices`")
+        ans = r.get("answer")
+        if isinstance(ans, bool) or not isinstance(ans, int) or not 0 <= ans <= 3:
+            raise UserError(f"hub mmlu {where}: answer must be an integer 0-3, got {ans!r}")
+        out.append(mmlu_row(subject, split, i, r["question"], choices, LETTERS[ans]))
+    return out
+
+
+def write_mmlu(out: Path, test: list[dict], dev: list[dict], manifest: dict) -> dict:
+    with staging_dir(out) as tmp:
+        write_jsonl(tmp / "test.jsonl", test)
+        write_jsonl(tmp / "dev.jsonl", dev)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        counts: dict[str, dict[str, int]] = {}
+        for split, rows in (("test", test), ("dev", dev)):
+            for r in rows:
+                counts.setdefault(r["subject"], {"test": 0, "dev": 0})[split] += 1
+        manifest = {**manifest, "counts": counts,
+                    "total": {"test": len(test), "dev": len(dev)}, "files": files}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _subjects(cfg: dict) -> list[str]:
+    subjects = cfg.get("subjects")
+    if not subjects or not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
+        raise UserError("params: data.mmlu.subjects must be a non-empty list of subject names")
+    return list(subjects)
+
+
+def mmlu_from_csv_root(root: Path, subjects: Sequence[str], verifier: Verifier | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows of the given subjects from a `data/{test,dev}/<subject>_<split>.csv` tree."""
+    test, dev = [], []
+    for subject in subjects:
+        for split, bucket in (("test", test), ("dev", dev)):
+            path = root / split / f"{subject}_{split}.csv"
+            if verifier is not None and path.is_file():
+                verifier.check(path)
+            bucket += read_mmlu_csv(path, subject, split)
+    return test, dev
+
+
+def mmlu_from_mirror(mirror_dir: str | os.PathLike, cfg: dict, out: Path, base: Path = Path(".")) -> dict:
+    root = _mirror_root(mirror_dir, base)
+    data = root / "mmlu" / "data"
+    if not data.is_dir():
+        raise UserError(f"{data}: not found (the mirror must hold MMLU in mmlu/data/{{test,dev}}/)")
+    ver = Verifier(root)
+    test, dev = mmlu_from_csv_root(data, _subjects(cfg), ver)
+    manifest = {"source": "mirror", "mirror_dir": str(mirror_dir), "subjects": _subjects(cfg),
+                "input_sha256": dict(sorted(ver.checked.items())),
+                "verified_against": "MANIFEST.sha256" if ver.manifest is not None else None}
+    return write_mmlu(out, test, dev, manifest)
+
+
+def mmlu_from_archive(cfg: dict, out: Path, cache_dir: Path) -> dict:
+    archive = cache_dir / "mmlu_data.tar"
+    if archive.is_file():
+        digest = verify_sha256(archive, cfg.get("archive_sha256"))
+    else:
+        digest = fetch_url(cfg["archive_url"], archive, cfg.get("archive_sha256"))
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmpd:
+        root = extract_archive(archive, Path(tmpd))
+        data = root / "data" if (root / "data").is_dir() else find_release_root(root, "test")
+        test, dev = mmlu_from_csv_root(data, _subjects(cfg))
+    manifest = {"source": "archive", "archive_url": cfg["archive_url"], "archive_sha256": digest,
+                "subjects": _subjects(cfg)}
+    return write_mmlu(out, test, dev, manifest)
+
+
+def mmlu_from_hub(cfg: dict, out: Path, cache_dir: Path,
+                  loader: Callable[[str, str | None, str | None], Any] | None = None) -> dict:
+    """MMLU from `cais/mmlu` (one config per subject, splits test/dev); if the hub cannot be
+    reached, from the official archive `data.tar` (sha256 checked)."""
+    loader = loader or _load_hub_dataset
+    test, dev = [], []
+    try:
+        for subject in _subjects(cfg):
+            ds = loader(cfg["hub_id"], subject, cfg.get("hub_revision"))
+            test += hub_mmlu_rows(ds["test"], subject, "test")
+            dev += hub_mmlu_rows(ds["dev"], subject, "dev")
+    except HubUnavailable as exc:
+        if not cfg.get("archive_url"):
+            raise
+        warn(f"{exc}\nfalling back to the archive {cfg['archive_url']}")
+        return mmlu_from_archive(cfg, out, cache_dir)
+    manifest = {"source": "hub", "hub_id": cfg["hub_id"], "hub_revision": cfg.get("hub_revision"),
+                "subjects": _subjects(cfg)}
+    return write_mmlu(out, test, dev, manifest)
