@@ -1,0 +1,535 @@
+"""MMLU evaluation: lm-evaluation-harness prompts and three ways to get an answer.
+
+Prompt (byte for byte the harness's default `mmlu` task, `lm_eval/tasks/mmlu/default`):
+
+    description  "The following are multiple choice questions (with answers) about {subject with _ as space}.\\n\\n"
+    each shot    "{question.strip()}\\nA. {a}\\nB. {b}\\nC. {c}\\nD. {d}\\nAnswer: {letter}\\n\\n"
+    target       "{question.strip()}\\nA. {a}\\nB. {b}\\nC. {c}\\nD. {d}\\nAnswer:"
+
+The shots are the first `k` examples of the subject's dev split, in order (`fewshot_split: dev`,
+`sampler: first_n`); the prompt is plain text (no chat template).
+
+Methods:
+
+* `loglik` (the harness's `acc`): continuations " A" .. " D"; the prediction is the letter with the
+  highest log-likelihood. Context and continuation are tokenized as the harness's HFLM does
+  (`_encode_pair`: encode context and context+continuation without special tokens, continuation =
+  the tail of the joint encoding), so when every letter is a single token one forward pass gives
+  all four log-probabilities; otherwise each letter is scored on its own (general path).
+  The few-shot prefix, the same for every question of a subject, is run once and its KV cache
+  reused for each batch of questions.
+* `debiased` (permutation debiasing, Zheng et al., ICLR 2024, "Large Language Models Are Not
+  Robust Multiple Choice Selectors"): each question is scored under the 4 cyclic permutations of
+  its options; the (letter-normalized) log-probabilities are averaged per option *content*, so a
+  fixed preference for a letter cancels; the prediction is the content with the highest average.
+* `generate` (the reference study's way): greedy generation of a few tokens after the prompt, then
+  a letter is parsed from the text (`parse_answer`); an unparsable output counts as wrong.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from typing import Callable, Protocol, Sequence
+
+from .errors import UserError
+
+LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
+CONTINUATIONS: tuple[str, ...] = tuple(" " + letter for letter in LETTERS)
+METHODS: tuple[str, ...] = ("loglik", "debiased", "generate")
+REQUIRED_FIELDS = ("id", "subject", "question", "choices", "answer")
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+
+
+def description(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def format_question(question: str, choices: Sequence[str]) -> str:
+    """The harness's `doc_to_text`: the question stripped, the choices as given, then "Answer:"."""
+    return (f"{question.strip()}\nA. {choices[0]}\nB. {choices[1]}\nC. {choices[2]}\nD. {choices[3]}"
+            f"\nAnswer:")
+
+
+def format_shot(example: dict) -> str:
+    """A labelled few-shot example: text, target delimiter " ", the letter, fewshot delimiter "\\n\\n"."""
+    return format_question(example["question"], example["choices"]) + " " + example["answer"] + "\n\n"
+
+
+def fewshot_prefix(subject: str, dev_examples: Sequence[dict], k_shot: int) -> str:
+    """Description plus the first `k_shot` dev examples of the subject (the harness's first_n sampler)."""
+    if k_shot < 0:
+        raise UserError(f"mmlu.k_shot must be >= 0, got {k_shot}")
+    if len(dev_examples) < k_shot:
+        raise UserError(f"subject `{subject}` has {len(dev_examples)} dev example(s) but mmlu.k_shot={k_shot} "
+                        f"needs {k_shot}; lower mmlu.k_shot or supply the subject's full dev split")
+    return description(subject) + "".join(format_shot(ex) for ex in dev_examples[:k_shot])
+
+
+def render_prompt(item: dict, dev_examples: Sequence[dict], k_shot: int) -> str:
+    """The full prompt for one test question (context of the loglik request)."""
+    return fewshot_prefix(item["subject"], dev_examples, k_shot) + format_question(item["question"], item["choices"])
+
+
+def permute(choices: Sequence[str], shift: int) -> list[int]:
+    """Cyclic permutation `shift`: position j shows the original option (j + shift) % 4."""
+    return [(j + shift) % 4 for j in range(4)]
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation
+
+
+def validate_items(items: Sequence[dict], source: str) -> None:
+    """Check MMLU records ({id, subject, question, choices[4], answer A-D}); raise UserError if bad."""
+    seen: set[str] = set()
+    for i, item in enumerate(items, 1):
+        where = f"{source}: record {i}"
+        missing = [k for k in REQUIRED_FIELDS if k not in item]
+        if missing:
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
+        if not isinstance(item["id"], str) or not item["id"]:
+            raise UserError(f"{where}: `id` must be a non-empty string")
+        where = f"{source}: record {i} (id {item['id']})"
+        if item["id"] in seen:
+            raise UserError(f"{where}: duplicate id")
+        seen.add(item["id"])
+        if not isinstance(item["subject"], str) or not re.fullmatch(r"[A-Za-z0-9_]+", item["subject"]):
+            raise UserError(f"{where}: `subject` must be a name like high_school_computer_science, "
+                            f"got {item['subject']!r}")
+        if not isinstance(item["question"], str) or not item["question"].strip():
+            raise UserError(f"{where}: `question` must be a non-empty string")
+        choices = item["choices"]
+        if not (isinstance(choices, list) and len(choices) == 4 and all(isinstance(c, str) for c in choices)):
+            raise UserError(f"{where}: `choices` must be a list of 4 strings, got {choices!r:.80}")
+        if item["answer"] not in LETTERS:
+            raise UserError(f"{where}: `answer` must be one of A, B, C, D, got {item['answer']!r}")
+
+
+def group_dev(dev: Sequence[dict]) -> dict[str, list[dict]]:
+    """Dev examples per subject, in file order (the order the harness's first_n sampler uses)."""
+    by_subject: dict[str, list[dict]] = defaultdict(list)
+    for ex in dev:
+        by_subject[ex["subject"]].append(ex)
+    return dict(by_subject)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring interfaces
+
+
+class LetterScorer(Protocol):
+    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """log P(continuation | prefix + suffix) for every suffix and continuation."""
+
+
+def _model_device(model):
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+class FunctionScorer:
+    """A scorer from a plain function `(context, continuations) -> [logprob, ...]` (tests, stubs)."""
+
+    def __init__(self, fn: Callable[[str, Sequence[str]], Sequence[float]]):
+        self.fn = fn
+
+    def score(self, prefix, suffixes, continuations):
+        return [[float(x) for x in self.fn(prefix + s, continuations)] for s in suffixes]
+
+
+class HFLetterScorer:
+    """Log-likelihoods from a Hugging Face causal LM, tokenized exactly as lm-eval's HFLM.
+
+    `reuse_prefix=True` runs the shared prefix once and reuses its KV cache; `False` recomputes
+    every sequence from its first token (same numbers, slower; used to check the fast path).
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, reuse_prefix: bool = True):
+        import torch  # noqa: F401  (fail early if missing)
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, int(batch_size))
+        self.reuse_prefix = reuse_prefix
+        self._prefix_cache: tuple[tuple[int, ...], object] | None = None
+        self.device = _model_device(model)
+        self.stats = Counter()  # fast/general rows, prefix tokens reused, forward calls
+
+    # -- tokenization, as HFLM.tok_encode / _encode_pair (add_bos_token=False)
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        return ctx, whole[len(ctx):]
+
+    def request_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(model input ids, target ids): the targets are scored at the last len(targets) positions.
+
+        As the harness: input = context_enc + continuation_enc, minus the last token. When the
+        joint encoding does not start with the context's encoding (the tokenizer merges across the
+        boundary, e.g. ":" + " A" -> ":ĠA", where the harness's continuation would be empty or
+        wrong), the joint encoding is scored from the first token where it differs instead.
+        """
+        ctx, cont = self.encode_pair(context, continuation)
+        whole = ctx + cont
+        joint = self.encode(context + continuation)
+        if joint != whole:
+            common = 0
+            while common < min(len(joint), len(ctx)) and joint[common] == ctx[common]:
+                common += 1
+            whole, cont = joint, joint[max(common, 1):]
+            self.stats["boundary_rows"] += 1
+        if not cont:
+            raise ValueError(f"continuation {continuation!r} encodes to no tokens after {context[-40:]!r}")
+        return whole[:-1], cont
+
+    def _rows(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[str]):
+        """Rows to run: (input ids, {(suffix index, continuation index): target ids}).
+
+        Fast path: every continuation is one token after the same input -> one row per suffix,
+        all four targets read at its last position. General path: one row per continuation.
+        """
+        rows = []
+        for si, suffix in enumerate(suffixes):
+            reqs = [self.request_tokens(prefix + suffix, c) for c in continuations]
+            if all(len(t) == 1 for _, t in reqs) and all(inp == reqs[0][0] for inp, _ in reqs):
+                rows.append((reqs[0][0], {(si, ci): t for ci, (_, t) in enumerate(reqs)}))
+                self.stats["fast_rows"] += 1
+            else:
+                for ci, (inp, t) in enumerate(reqs):
+                    rows.append((inp, {(si, ci): t}))
+                    self.stats["general_rows"] += 1
+        return rows
+
+    def _get_prefix_cache(self, ids: tuple[int, ...]):
+        import torch
+
+        if self._prefix_cache is not None and self._prefix_cache[0] == ids:
+            return self._prefix_cache[1]
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([ids], dtype=torch.long, device=self.device), use_cache=True)
+        self.stats["prefix_forwards"] += 1
+        self._prefix_cache = (ids, out.past_key_values)
+        return out.past_key_values
+
+    def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        import torch
+
+        rows = self._rows(prefix, suffixes, continuations)
+        # How many leading tokens every row shares with the tokenized prefix (token equality makes
+        # the reuse exact whatever the tokenizer does at the prefix/question boundary).
+        shared = 0
+        if self.reuse_prefix and rows:
+            prefix_ids = self.encode(prefix)
+            shared = len(prefix_ids)
+            for ids, _ in rows:
+                n = 0
+                limit = min(shared, len(ids) - 1)  # keep at least one token to run per row
+                while n < limit and ids[n] == prefix_ids[n]:
+                    n += 1
+                shared = n
+        cache = self._get_prefix_cache(tuple(rows[0][0][:shared])) if shared > 0 else None
+        self.stats["prefix_tokens_reused"] += shared * len(rows)
+
+        out = [[math.nan] * len(continuations) for _ in suffixes]
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))  # similar lengths together
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        for start in range(0, len(order), self.batch_size):
+            batch = [rows[r] for r in order[start:start + self.batch_size]]
+            tails = [ids[shared:] for ids, _ in batch]
+            width = max(len(t) for t in tails)
+            n_keep = max(len(t) for _, targets in batch for t in targets.values())
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), shared + width), dtype=torch.long)
+            positions = torch.full((len(batch), width), shared, dtype=torch.long)
+            attention[:, :shared] = 1
+            for b, tail in enumerate(tails):  # left padding: every row ends at the last column
+                pad = width - len(tail)
+                input_ids[b, pad:] = torch.tensor(tail, dtype=torch.long)
+                attention[b, shared + pad:] = 1
+                positions[b, pad:] = torch.arange(shared, shared + len(tail))
+            kwargs = {}
+            if cache is not None:
+                past = copy.deepcopy(cache)
+                if len(batch) > 1:
+                    past.batch_repeat_interleave(len(batch))
+                kwargs["past_key_values"] = past
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                    position_ids=positions.to(self.device),
+                                    use_cache=cache is not None, logits_to_keep=n_keep, **kwargs).logits
+            logprobs = torch.log_softmax(logits[:, -n_keep:, :].float(), dim=-1).cpu()
+            self.stats["forwards"] += 1
+            for b, (_, targets) in enumerate(batch):
+                for (si, ci), target in targets.items():
+                    # target token j is predicted at position -(len(target)) + j of the row
+                    idx = torch.arange(n_keep - len(target), n_keep)
+                    tok = torch.tensor(target, dtype=torch.long)
+                    out[si][ci] = float(logprobs[b, idx, tok].sum())
+        return out
+
+
+def naive_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
+    """Reference: one full forward over the request's whole token sequence (no cache, no batching,
+    no padding), summing the log-softmax of the continuation tokens."""
+    import torch
+
+    inp, target = HFLetterScorer(model, tokenizer, batch_size=1, reuse_prefix=False).request_tokens(
+        context, continuation)
+    ids = torch.tensor([inp + target[-1:]], dtype=torch.long, device=_model_device(model))
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0].float().cpu()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    start = len(inp) - len(target)   # position predicting target[0]
+    return float(sum(logprobs[start + j, t] for j, t in enumerate(target)))
+
+
+# --------------------------------------------------------------------------------------------
+# Generation and answer parsing
+
+
+class Generator(Protocol):
+    def generate(self, prompts: Sequence[str]) -> list[str]: ...
+
+
+class FunctionGenerator:
+    def __init__(self, fn: Callable[[str], str]):
+        self.fn = fn
+
+    def generate(self, prompts):
+        return [self.fn(p) for p in prompts]
+
+
+class HFGenerator:
+    """Batched greedy generation with left padding (plain-text prompts, no special tokens added)."""
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 8, batch_size: int = 8):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens = int(max_new_tokens)
+        self.batch_size = max(1, int(batch_size))
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        import torch
+
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        outs: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + self.batch_size]]
+            width = max(len(e) for e in enc)
+            ids = torch.full((len(enc), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+            mask = torch.zeros((len(enc), width), dtype=torch.long)
+            for b, e in enumerate(enc):
+                ids[b, width - len(e):] = torch.tensor(e, dtype=torch.long)
+                mask[b, width - len(e):] = 1
+            device = _model_device(self.model)
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                          max_new_tokens=self.max_new_tokens, pad_token_id=pad_id)
+            outs.extend(tok.decode(g[width:].tolist(), skip_special_tokens=True) for g in gen)
+        return outs
+
+
+_ANSWER_PATTERNS = [
+    # "Answer: C", "the answer is (B)", "correct answer is: D", "Answer - A"
+    re.compile(r"\banswer\s*(?:is|would be|:|-)?\s*(?:option\s*)?[:\-]?\s*\(?\s*([ABCD])\b(?![a-z'])", re.I),
+    # starts with the letter: "B", " B.", "(C)", "D)", "A:", "**A**", "B\n\nQuestion ..."
+    re.compile(r"^[\s*\[]*\(?([BCD])\)?(?![\w'])"),
+    # ... but a leading "A" followed by a lowercase word is the article ("A good question")
+    re.compile(r"^[\s*\[]*\(?(A)\)?(?:[.:,)\]*]|\s*$|\s*\n|\s+(?![a-z]))"),
+    # "option B", "choice (C)"
+    re.compile(r"\b(?:option|choice)\s*\(?([ABCD])\b", re.I),
+    # a parenthesized letter anywhere: "... so (D)"
+    re.compile(r"\(([ABCD])\)"),
+    # a letter followed by a period/colon and the option text: "... C. 42"
+    re.compile(r"(?:^|\s)([ABCD])[.:]\s"),
+]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().strip(".").lower()
+
+
+def parse_answer(text: str, choices: Sequence[str] | None = None) -> str | None:
+    """The answer letter in a generated text, or None when none can be found.
+
+    Tries, in order: an "answer is X" phrase, a leading letter (with brackets/punctuation),
+    "option X", "(X)" anywhere, "X." followed by text; then, if `choices` are given, an output that
+    starts with exactly one option's text.
+    """
+    if not text:
+        return None
+    for pattern in _ANSWER_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            return m.group(1).upper()
+    if choices:
+        first = _norm(text.split("\n")[0] if text.strip() else text)
+        hits = [LETTERS[i] for i, c in enumerate(choices) if _norm(c) and first.startswith(_norm(c))]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    best = 0
+    for i, x in enumerate(xs):
+        if x > xs[best]:
+            best = i
+    return best
+
+
+def debias(perm_logprobs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """From the letter log-probs under the 4 cyclic permutations (perm r shows original option
+    (j + r) % 4 at letter j), return (mean normalized log-prob per original option content,
+    the question's estimated letter prior, as mean normalized log-prob per letter)."""
+    norm = [[x - _logsumexp(lp) for x in lp] for lp in perm_logprobs]
+    n = len(norm)
+    content = [sum(norm[r][(c - r) % 4] for r in range(n)) / n for c in range(4)]
+    prior = [sum(norm[r][j] for r in range(n)) / n for j in range(4)]
+    return content, prior
+
+
+def evaluate(test: Sequence[dict], dev: Sequence[dict], *, method: str = "loglik", k_shot: int = 5,
+             scorer: LetterScorer | None = None, generator: Generator | None = None, batch_size: int = 8,
+             also_debiased: bool = False, progress: bool = True) -> tuple[list[dict], dict]:
+    """Evaluate `test` questions; returns (per-question rows, metrics). See the module docstring."""
+    if method not in METHODS:
+        raise UserError(f"mmlu.method: unknown method {method!r} (choose one of {', '.join(METHODS)})")
+    if not isinstance(k_shot, int) or isinstance(k_shot, bool) or k_shot < 0:
+        raise UserError(f"mmlu.k_shot must be a non-negative integer, got {k_shot!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UserError(f"mmlu.batch_size must be a positive integer, got {batch_size!r}")
+    if not test:
+        raise UserError("no MMLU test questions to evaluate")
+    if method == "generate" and generator is None:
+        raise ValueError("method generate needs a generator")
+    if method != "generate" and scorer is None:
+        raise ValueError(f"method {method} needs a scorer")
+    dev_by_subject = group_dev(dev)
+    subjects = list(dict.fromkeys(item["subject"] for item in test))
+    prefixes = {s: fewshot_prefix(s, dev_by_subject.get(s, []), k_shot) for s in subjects}  # errors up front
+
+    from tqdm.auto import tqdm
+
+    use_perms = method == "debiased" or (method == "loglik" and also_debiased)
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(test), unit="q", desc=f"mmlu {method}", disable=not progress)
+    for subject in subjects:
+        items = [it for it in test if it["subject"] == subject]
+        prefix = prefixes[subject]
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            if method == "generate":
+                texts = generator.generate([prefix + format_question(it["question"], it["choices"]) for it in chunk])
+                for it, text in zip(chunk, texts):
+                    pred = parse_answer(text, it["choices"])
+                    results[it["id"]] = {"pred": pred, "raw_output": text, "logprobs": None}
+                bar.update(len(chunk))
+                continue
+            shifts = range(4) if use_perms else range(1)
+            suffixes = []
+            for it in chunk:
+                for r in shifts:
+                    order = permute(it["choices"], r)
+                    suffixes.append(format_question(it["question"], [it["choices"][i] for i in order]))
+            scores = scorer.score(prefix, suffixes, CONTINUATIONS)
+            n_perm = len(shifts)
+            for q, it in enumerate(chunk):
+                per_perm = scores[q * n_perm:(q + 1) * n_perm]
+                raw = per_perm[0]
+                res = {"logprobs": dict(zip(LETTERS, raw)), "pred": LETTERS[_argmax(raw)]}
+                if use_perms:
+                    content, prior = debias(per_perm)
+                    res["content_logprobs"] = dict(zip(LETTERS, content))
+                    res["letter_prior"] = prior
+                    res["debiased_pred"] = LETTERS[_argmax(content)]
+                    if method == "debiased":
+                        res["pred"] = res["debiased_pred"]
+                results[it["id"]] = res
+            bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    rows = []
+    for it in test:
+        res = results[it["id"]]
+        row = {"id": it["id"], "subject": it["subject"], "answer": it["answer"], "pred": res["pred"],
+               "correct": int(res["pred"] == it["answer"]), "logprobs": res["logprobs"]}
+        if method == "generate":
+            row["raw_output"] = res["raw_output"]
+        if use_perms:
+            row["content_logprobs"] = res["content_logprobs"]
+            if method == "loglik":
+                row["debiased_pred"] = res["debiased_pred"]
+                row["debiased_correct"] = int(res["debiased_pred"] == it["answer"])
+        rows.append(row)
+
+    metrics = {"method": method, "k_shot": k_shot, **summarize(rows, "pred"), "seconds": round(seconds, 2)}
+    if method == "generate":
+        metrics["unparsed"] = sum(1 for r in rows if r["pred"] is None)
+    if use_perms:
+        priors = [results[it["id"]]["letter_prior"] for it in test]
+        mean_prior = [sum(p[j] for p in priors) / len(priors) for j in range(4)]
+        z = _logsumexp(mean_prior)
+        letter_prior = {L: round(math.exp(x - z), 4) for L, x in zip(LETTERS, mean_prior)}
+        if method == "loglik":
+            metrics["debiased"] = {**summarize(rows, "debiased_pred"), "letter_prior": letter_prior}
+            metrics["note"] = "loglik and debiased from one run (permutation 0 is the original order); seconds cover both"
+        else:
+            metrics["letter_prior"] = letter_prior
+    return rows, metrics
+
+
+def summarize(rows: Sequence[dict], pred_key: str) -> dict:
+    """Micro-averaged accuracy, per-subject accuracy, predicted vs gold letter distributions, bias."""
+    n = len(rows)
+    correct = sum(1 for r in rows if r[pred_key] == r["answer"])
+    by_subject: dict[str, dict] = {}
+    for subject in dict.fromkeys(r["subject"] for r in rows):
+        sub = [r for r in rows if r["subject"] == subject]
+        k = sum(1 for r in sub if r[pred_key] == r["answer"])
+        by_subject[subject] = {"accuracy": round(k / len(sub), 4), "n": len(sub), "n_correct": k}
+    pred = Counter(r[pred_key] for r in rows)
+    gold = Counter(r["answer"] for r in rows)
+    pred_distribution = {L: pred.get(L, 0) for L in LETTERS}
+    gold_distribution = {L: gold.get(L, 0) for L in LETTERS}
+    bias = max(abs(pred_distribution[L] - gold_distribution[L]) / n for L in LETTERS) if n else 0.0
+    return {"accuracy": round(correct / n, 4) if n else 0.0, "n": n, "n_correct": correct,
+            "by_subject": by_subject, "pred_distribution": pred_distribution,
+            "gold_distribution": gold_distribution, "bias": round(bias, 4)}
+
+
+def load_items(path) -> list[dict]:
+    """Read and validate an MMLU JSONL file (UserError naming file and record on bad input)."""
+    from .io import read_jsonl
+
+    items = read_jsonl(path, required=REQUIRED_FIELDS)
+    validate_items(items, str(path))
+    return items

@@ -1,0 +1,112 @@
+"""MMLU stage: evaluate the base model (or base + a LoRA adapter) on the prepared MMLU sample.
+
+Prompts are lm-evaluation-harness's default `mmlu` task (plain text, k shots from the subject's
+dev split, first k in order). params.yaml `mmlu`:
+
+  method         loglik (default): argmax log-likelihood of " A"/" B"/" C"/" D" (the harness's acc)
+                 debiased: average per option content over the 4 cyclic permutations of the
+                           options (cancels a fixed letter preference; Zheng et al., ICLR 2024)
+                 generate: greedy-generate a few tokens and parse the letter (unparsed = wrong)
+  k_shot         few-shot examples per prompt (default 5)
+  batch_size     sequences per forward pass (default 8)
+  also_debiased  with method loglik, also report the debiased accuracy from the same run
+                 (4x the question tokens; default false)
+  max_new_tokens tokens generated per question with method generate (default 8)
+
+Writes per-question rows (JSONL: id, subject, answer, pred, correct, logprobs, ...) and metrics
+(JSON: method, k_shot, accuracy, n, by_subject, pred/gold letter distributions, bias, seconds).
+Exit status 2 with a message on bad input or configuration.
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+from pathlib import Path
+
+from sqltradeoff import mmlu
+from sqltradeoff.errors import UserError, stage_main
+from sqltradeoff.io import write_json, write_jsonl
+from sqltradeoff.params import load_params, section
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmlu.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True, help="model name in outputs (base, run1, ...)")
+    p.add_argument("--adapter", type=Path, help="PEFT adapter directory applied to the base model")
+    p.add_argument("--out-rows", required=True, type=Path, help="per-question JSONL (data/mmlu/<name>.jsonl)")
+    p.add_argument("--out-metrics", required=True, type=Path, help="metrics JSON (metrics/mmlu/<name>.json)")
+    p.add_argument("--test", default=Path("data/prepared/mmlu_test.jsonl"), type=Path,
+                   help="test questions (default: %(default)s)")
+    p.add_argument("--dev", default=Path("data/prepared/mmlu_dev.jsonl"), type=Path,
+                   help="dev examples for the few-shot prefix (default: %(default)s)")
+    p.add_argument("--params", default=Path("params.yaml"), type=Path, help="parameters file (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N test questions (smoke runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _int_param(cfg: dict, key: str, default: int, minimum: int) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"params: mmlu.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@stage_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    params = load_params(args.params)
+    cfg = section(params, "mmlu")
+    method = cfg.get("method", "loglik")
+    if method not in mmlu.METHODS:
+        raise UserError(f"params: mmlu.method must be one of {', '.join(mmlu.METHODS)}, got {method!r}")
+    k_shot = _int_param(cfg, "k_shot", 5, 0)
+    batch_size = _int_param(cfg, "batch_size", 8, 1)
+    max_new_tokens = _int_param(cfg, "max_new_tokens", 8, 1)
+    also_debiased = cfg.get("also_debiased", False)
+    if not isinstance(also_debiased, bool):
+        raise UserError(f"params: mmlu.also_debiased must be true or false, got {also_debiased!r}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be a positive integer, got {args.limit}")
+    if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {args.adapter}: not a PEFT adapter directory (no adapter_config.json)")
+
+    test = mmlu.load_items(args.test)
+    dev = mmlu.load_items(args.dev)
+    if args.limit:
+        test = test[:args.limit]
+    if not test:
+        raise UserError(f"{args.test}: no questions")
+    # Check the few-shot prefixes (enough dev examples per subject) before loading the model.
+    dev_by_subject = mmlu.group_dev(dev)
+    for subject in dict.fromkeys(it["subject"] for it in test):
+        mmlu.fewshot_prefix(subject, dev_by_subject.get(subject, []), k_shot)
+
+    from sqltradeoff.modeling import load_model
+
+    model, tokenizer = load_model(section(params, "model"), adapter=args.adapter)
+    scorer = generator = None
+    if method == "generate":
+        generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    else:
+        scorer = mmlu.HFLetterScorer(model, tokenizer, batch_size=batch_size)
+    rows, metrics = mmlu.evaluate(test, dev, method=method, k_shot=k_shot, scorer=scorer, generator=generator,
+                                  batch_size=batch_size, also_debiased=also_debiased and method == "loglik",
+                                  progress=not args.no_progress)
+    metrics = {"name": args.name, "adapter": str(args.adapter) if args.adapter else None, **metrics}
+    if scorer is not None:
+        metrics["scoring"] = {"fast_rows": scorer.stats["fast_rows"], "general_rows": scorer.stats["general_rows"]}
+    write_jsonl(args.out_rows, rows)
+    write_json(args.out_metrics, metrics)
+    line = f"mmlu {args.name}: {method} {k_shot}-shot accuracy {metrics['accuracy']:.3f} (n={metrics['n']})"
+    if "debiased" in metrics:
+        line += f", debiased {metrics['debiased']['accuracy']:.3f}"
+    if method == "generate":
+        line += f", unparsed {metrics['unparsed']}"
+    print(f"{line}; predicted letters {metrics['pred_distribution']} vs gold {metrics['gold_distribution']}; "
+          f"{metrics['seconds']:.0f} s -> {args.out_metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

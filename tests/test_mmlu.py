@@ -1,0 +1,338 @@
+"""MMLU evaluation: harness prompt format, letter scoring (fast path vs naive), debiasing, parsing."""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from sqltradeoff import mmlu
+from sqltradeoff.errors import UserError
+
+# Two dev examples of MMLU philosophy (first rows of philosophy_dev.csv) and one test question.
+DEV = [
+    {"id": "philosophy-dev-0000", "subject": "philosophy", "question": "Psychological egoism is:",
+     "choices": ["an ethical theory about how we ought to behave.",
+                 "a generalization concerning the way people tend to behave.",
+                 "a claim about human nature and the ways people are capable of behaving.",
+                 "none of the above."], "answer": "C"},
+    {"id": "philosophy-dev-0001", "subject": "philosophy",
+     "question": "According to Moore’s “ideal utilitarianism,” the right action is the one that brings about "
+                 "the greatest amount of:",
+     "choices": ["pleasure.", "happiness.", "good.", "virtue."], "answer": "C"},
+    {"id": "philosophy-dev-0002", "subject": "philosophy",
+     "question": "According to d'Holbach, people always act according to _____.",
+     "choices": ["free choices", "dictates of the soul", "necessary natural laws", "undetermined will"],
+     "answer": "C"},
+]
+TEST_Q = {"id": "philosophy-test-0007", "subject": "philosophy",
+          "question": "  The study of reality in the broadest sense is known as _____.\n",
+          "choices": ["metaphysics", "epistemology", "quantum physics", "axiology "], "answer": "A"}
+
+EXPECTED_K0 = (
+    "The following are multiple choice questions (with answers) about philosophy.\n\n"
+    "The study of reality in the broadest sense is known as _____.\n"
+    "A. metaphysics\nB. epistemology\nC. quantum physics\nD. axiology \nAnswer:"
+)
+EXPECTED_K2 = (
+    "The following are multiple choice questions (with answers) about philosophy.\n\n"
+    "Psychological egoism is:\n"
+    "A. an ethical theory about how we ought to behave.\n"
+    "B. a generalization concerning the way people tend to behave.\n"
+    "C. a claim about human nature and the ways people are capable of behaving.\n"
+    "D. none of the above.\n"
+    "Answer: C\n\n"
+    "According to Moore’s “ideal utilitarianism,” the right action is the one that brings about the "
+    "greatest amount of:\n"
+    "A. pleasure.\nB. happiness.\nC. good.\nD. virtue.\n"
+    "Answer: C\n\n"
+    "The study of reality in the broadest sense is known as _____.\n"
+    "A. metaphysics\nB. epistemology\nC. quantum physics\nD. axiology \nAnswer:"
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompt format
+
+
+def test_prompt_zero_shot_is_byte_exact():
+    assert mmlu.render_prompt(TEST_Q, DEV, 0) == EXPECTED_K0
+
+
+def test_prompt_two_shot_is_byte_exact_and_uses_first_dev_examples_in_order():
+    assert mmlu.render_prompt(TEST_Q, DEV, 2) == EXPECTED_K2
+    # Reordering the dev split changes the shots: the first k in file order are used.
+    assert mmlu.render_prompt(TEST_Q, DEV[::-1], 2) != EXPECTED_K2
+
+
+def test_description_replaces_underscores():
+    assert mmlu.description("high_school_macroeconomics") == (
+        "The following are multiple choice questions (with answers) about high school macroeconomics.\n\n")
+
+
+def test_not_enough_dev_examples_for_k_shots():
+    with pytest.raises(UserError, match=r"philosophy.*3 dev example.*k_shot=5"):
+        mmlu.fewshot_prefix("philosophy", DEV, 5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"subject": "philosophy", "question": "q", "choices": ["a", "b", "c", "d"], "answer": "A"}, "missing field"),
+    ({"id": "x", "subject": "philosophy", "question": "q", "choices": ["a", "b", "c"], "answer": "A"},
+     "list of 4 strings"),
+    ({"id": "x", "subject": "philosophy", "question": "q", "choices": ["a", "b", "c", 4], "answer": "A"},
+     "list of 4 strings"),
+    ({"id": "x", "subject": "philosophy", "question": "q", "choices": ["a", "b", "c", "d"], "answer": 2},
+     "one of A, B, C, D"),
+    ({"id": "x", "subject": "philo sophy", "question": "q", "choices": ["a", "b", "c", "d"], "answer": "A"},
+     "subject"),
+    ({"id": "x", "subject": "philosophy", "question": " ", "choices": ["a", "b", "c", "d"], "answer": "A"},
+     "question"),
+])
+def test_validate_items_rejects_malformed_records(bad, message):
+    with pytest.raises(UserError, match=message):
+        mmlu.validate_items([DEV[0], bad], "test.jsonl")
+
+
+def test_validate_items_rejects_duplicate_ids():
+    with pytest.raises(UserError, match="duplicate id"):
+        mmlu.validate_items([DEV[0], dict(DEV[0])], "test.jsonl")
+
+
+def test_unknown_method_is_a_user_error():
+    with pytest.raises(UserError, match="unknown method"):
+        mmlu.evaluate([TEST_Q], DEV, method="vote", k_shot=0, scorer=mmlu.FunctionScorer(lambda c, cs: [0] * 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# Controlled stub models
+
+
+def _questions(n: int, subject: str = "philosophy") -> list[dict]:
+    """n questions with distinct option texts; gold letters cycle A, B, C, D (balanced)."""
+    return [{"id": f"{subject}-test-{i:04d}", "subject": subject, "question": f"Question number {i}?",
+             "choices": [f"option {i}-{j}" for j in range(4)], "answer": "ABCD"[i % 4]} for i in range(n)]
+
+
+def _parse_last_question(context: str) -> tuple[str, dict[str, str]]:
+    block = context.rsplit("\n\n", 1)[-1]
+    lines = block.split("\n")
+    options = {m.group(1): m.group(2) for m in (re.match(r"([ABCD])\. (.*)$", ln) for ln in lines) if m}
+    return lines[0], options
+
+
+def _biased_stub(items: list[dict], letter_bias: float = 3.0, content_pref: float = 1.0, favourite: str = "A"):
+    """log p(letter) = letter_bias if letter == favourite + content_pref if its option text is correct."""
+    gold = {it["question"]: it["choices"]["ABCD".index(it["answer"])] for it in items}
+
+    def fn(context, continuations):
+        question, options = _parse_last_question(context)
+        out = []
+        for cont in continuations:
+            letter = cont.strip()
+            out.append(letter_bias * (letter == favourite) + content_pref * (options[letter] == gold[question]) - 5.0)
+        return out
+    return mmlu.FunctionScorer(fn)
+
+
+def test_oracle_stub_scores_100_percent_and_rows_follow_the_contract():
+    items = _questions(12)
+    rows, metrics = mmlu.evaluate(items, DEV, method="loglik", k_shot=2,
+                                  scorer=_biased_stub(items, letter_bias=0.0), progress=False)
+    assert metrics["accuracy"] == 1.0 and metrics["n"] == 12 and metrics["bias"] == 0.0
+    assert metrics["pred_distribution"] == metrics["gold_distribution"] == {"A": 3, "B": 3, "C": 3, "D": 3}
+    assert [r["id"] for r in rows] == [it["id"] for it in items]
+    assert set(rows[0]) >= {"id", "subject", "answer", "pred", "correct", "logprobs"}
+    assert set(rows[0]["logprobs"]) == set("ABCD")
+
+
+def test_letter_bias_gives_chance_with_loglik_and_is_removed_by_debiasing():
+    items = _questions(40) + _questions(20, subject="high_school_computer_science")
+    dev = DEV + [dict(d, subject="high_school_computer_science", id=d["id"] + "-cs") for d in DEV]
+    scorer = _biased_stub(items)
+    _, loglik = mmlu.evaluate(items, dev, method="loglik", k_shot=1, scorer=scorer, progress=False)
+    assert loglik["pred_distribution"]["A"] == 60             # always the favourite letter
+    assert 0.15 <= loglik["accuracy"] <= 0.35                 # chance
+    assert loglik["bias"] == pytest.approx(0.75)
+    _, deb = mmlu.evaluate(items, dev, method="debiased", k_shot=1, scorer=scorer, progress=False)
+    assert deb["accuracy"] >= 0.95
+    assert deb["bias"] <= 0.05
+    assert deb["letter_prior"]["A"] > 0.5                     # the estimated prior finds the bias
+    assert set(deb["by_subject"]) == {"philosophy", "high_school_computer_science"}
+    # also_debiased: both in one run, loglik numbers unchanged
+    rows, both = mmlu.evaluate(items, dev, method="loglik", k_shot=1, scorer=scorer, also_debiased=True,
+                               progress=False)
+    assert both["accuracy"] == loglik["accuracy"] and both["debiased"]["accuracy"] == deb["accuracy"]
+    assert "debiased_pred" in rows[0] and "content_logprobs" in rows[0]
+
+
+def test_debias_recovers_content_scores_under_an_additive_letter_prior():
+    content = [0.3, -1.0, 2.0, 0.1]
+    prior = [2.5, 0.0, -0.5, 1.0]
+    perms = [[prior[j] + content[(j + r) % 4] for j in range(4)] for r in range(4)]
+    got, est_prior = mmlu.debias(perms)
+    # recovered up to a constant shift
+    diffs = [g - c for g, c in zip(got, content)]
+    assert max(diffs) - min(diffs) == pytest.approx(0.0, abs=1e-12)
+    pdiffs = [g - p for g, p in zip(est_prior, prior)]
+    assert max(pdiffs) - min(pdiffs) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_debiased_method_shows_each_question_in_four_cyclic_orders():
+    seen = []
+
+    def fn(context, continuations):
+        seen.append(_parse_last_question(context)[1])
+        return [0.0, -1.0, -2.0, -3.0]
+    mmlu.evaluate(_questions(1), DEV, method="debiased", k_shot=0, scorer=mmlu.FunctionScorer(fn), progress=False)
+    firsts = [opts["A"] for opts in seen]
+    assert firsts == [f"option 0-{r}" for r in range(4)]
+    assert all(sorted(o.values()) == [f"option 0-{j}" for j in range(4)] for o in seen)
+
+
+# ------------------------------------------------------------------------------------------------
+# Generate method and answer parsing
+
+
+@pytest.mark.parametrize("text, expected", [
+    (" B\n\nQuestion: what", "B"),
+    ("B", "B"),
+    (" (C) because", "C"),
+    ("D) none of the above", "D"),
+    ("Answer: C", "C"),
+    ("The answer is (B).", "B"),
+    ("I think the correct answer is D, since", "D"),
+    ("**A**", "A"),
+    ("A. metaphysics", "A"),
+    ("Option C is right", "C"),
+    ("metaphysics", "A"),                   # the text of exactly one option
+    ("A good question. Hmm", None),         # the article "A" is not an answer
+    ("I don't know", None),
+    ("", None),
+])
+def test_parse_answer_on_realistic_outputs(text, expected):
+    assert mmlu.parse_answer(text, TEST_Q["choices"]) == expected
+
+
+def test_generate_method_counts_unparsed_as_wrong():
+    items = _questions(8)
+    answers = {it["question"]: it["answer"] for it in items}
+
+    def fn(prompt):
+        question, _ = _parse_last_question(prompt)
+        i = int(question.split()[2].rstrip("?"))
+        if i < 2:
+            return " hmm, hard to say"               # unparsed
+        return f" {answers[question]}\n\n" if i < 6 else " The answer is (A)"
+    rows, metrics = mmlu.evaluate(items, DEV, method="generate", k_shot=2,
+                                  generator=mmlu.FunctionGenerator(fn), progress=False)
+    assert metrics["unparsed"] == 2
+    # i = 2..5 right; i = 6 (gold C) and 7 (gold D) answered A: wrong
+    assert metrics["n_correct"] == 4 and metrics["accuracy"] == 0.5
+    assert rows[0]["pred"] is None and rows[0]["correct"] == 0 and rows[0]["raw_output"] == " hmm, hard to say"
+    assert metrics["pred_distribution"] == {"A": 3, "B": 1, "C": 1, "D": 1}
+
+
+# ------------------------------------------------------------------------------------------------
+# Real forward passes on tiny random models
+
+
+def _tiny_model(tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _bpe_tokenizer(use_regex: bool = True):
+    """Byte-level BPE trained on MMLU-formatted text, so " A" .. " D" are single tokens. With
+    use_regex=False, merges may cross the "Answer:" / " A" boundary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [mmlu.format_shot(dict(d, answer=letter)) for d in DEV for letter in "ABCD"] * 5 + [" A B C D"] * 50
+    if not use_regex:
+        corpus += [f"x: {letter}" for letter in "ABCD"] * 100
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<eos>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>")
+
+
+@pytest.fixture(scope="module")
+def conftest_llama(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def _check_against_naive(model, tok, items, k_shot=3, batch_size=3):
+    prefix = mmlu.fewshot_prefix("philosophy", DEV, k_shot)
+    suffixes = [mmlu.format_question(it["question"], it["choices"]) for it in items]
+    fast = mmlu.HFLetterScorer(model, tok, batch_size=batch_size)
+    got = fast.score(prefix, suffixes, mmlu.CONTINUATIONS)
+    ref = [[mmlu.naive_loglikelihood(model, tok, prefix + s, c) for c in mmlu.CONTINUATIONS] for s in suffixes]
+    worst = max(abs(a - b) for ra, rb in zip(got, ref) for a, b in zip(ra, rb))
+    assert worst < 1e-4, worst
+    assert all(math.isfinite(x) and x < 0 for r in got for x in r)
+    return fast.stats
+
+
+def test_fast_path_single_token_letters_matches_naive_full_sequence():
+    tok = _bpe_tokenizer()
+    assert all(len(tok(c, add_special_tokens=False)["input_ids"]) == 1 for c in mmlu.CONTINUATIONS)
+    stats = _check_against_naive(_tiny_model(tok), tok, [TEST_Q] + _questions(6))
+    assert stats["fast_rows"] == 7 and stats["general_rows"] == 0
+    assert stats["prefix_forwards"] == 1 and stats["prefix_tokens_reused"] > 0
+
+
+def test_general_path_multi_token_letters_matches_naive(conftest_llama):
+    model, tok = conftest_llama
+    ctx = mmlu.render_prompt(TEST_Q, DEV, 0)
+    scorer = mmlu.HFLetterScorer(model, tok)
+    assert any(len(scorer.encode_pair(ctx, c)[1]) > 1 for c in mmlu.CONTINUATIONS)  # precondition
+    stats = _check_against_naive(model, tok, [TEST_Q] + _questions(4))
+    assert stats["general_rows"] > 0 and stats["prefix_tokens_reused"] > 0
+
+
+def test_boundary_merging_tokenizer_matches_naive():
+    tok = _bpe_tokenizer(use_regex=False)
+    ctx = mmlu.render_prompt(TEST_Q, DEV, 1)
+    whole = tok(ctx + " A", add_special_tokens=False)["input_ids"]
+    context = tok(ctx, add_special_tokens=False)["input_ids"]
+    assert whole[:len(context)] != context      # precondition: "Answer:" + " A" tokenizes differently
+    stats = _check_against_naive(_tiny_model(tok), tok, [TEST_Q] + _questions(3), k_shot=1)
+    assert stats["boundary_rows"] > 0 and stats["general_rows"] > 0
+
+
+def test_encode_pair_moves_trailing_space_to_the_continuation_like_the_harness():
+    tok = _bpe_tokenizer()
+    scorer = mmlu.HFLetterScorer(_tiny_model(tok), tok)
+    assert scorer.encode_pair("Answer: ", "A") == scorer.encode_pair("Answer:", " A")
+    ctx, cont = scorer.encode_pair("Answer:", " A")
+    assert ctx == tok("Answer:", add_special_tokens=False)["input_ids"] and len(cont) == 1
+
+
+def test_prefix_reuse_equals_recomputation_and_batch_size_does_not_matter(conftest_llama):
+    model, tok = conftest_llama
+    items = [TEST_Q] + _questions(5)
+    prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
+    suffixes = [mmlu.format_question(it["question"], it["choices"]) for it in items]
+    reused = mmlu.HFLetterScorer(model, tok, batch_size=4).score(prefix, suffixes, mmlu.CONTINUATIONS)
+    scratch = mmlu.HFLetterScorer(model, tok, batch_size=1, reuse_prefix=False).score(prefix, suffixes,
+                                                                                        mmlu.CONTINUATIONS)
+    assert max(abs(a - b) for ra, rb in zip(reused, scratch) for a, b in zip(ra, rb)) < 1e-4
+
+
+def test_hf_generator_and_evaluate_on_tiny_model(conftest_llama):
+    model, tok = conftest_llama
+    tok.padding_side = "left"
+    gen = mmlu.HFGenerator(model, tok, max_new_tokens=3, batch_size=2)
+    rows, metrics = mmlu.evaluate(_questions(3), DEV, method="generate", k_shot=1, generator=gen, progress=False)
+    assert metrics["n"] == 3 and all(isinstance(r["raw_output"], str) for r in rows)
+    assert metrics["unparsed"] == sum(r["pred"] is None for r in rows)
