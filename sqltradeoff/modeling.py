@@ -278,7 +278,10 @@ def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_tr
         model.generation_config.pad_token_id = tok.pad_token_id
     if adapter is not None:
         model = apply_adapter(model, adapter, trainable=for_training, merge=not settings.load_in_4bit)
-    if not for_training:
+    if for_training:
+        model.train()
+        model.config.use_cache = False        # no KV cache while training (and with checkpointing)
+    else:
         model.eval()
     return model, tok
 

@@ -4,7 +4,8 @@
 that has a ChatML chat template (no BOS, `<|im_end|>` as EOS, no pad token: `load_tokenizer`
 sets one), saved as a Hugging Face directory. Session-scoped; returns the directory (Path).
 `tiny_model_cfg`: the matching `params["model"]` section.
-Real GGUF models: `gguf_path(name)` / the `smollm2_gguf` fixture (skips when absent).
+Real GGUF models: `gguf_path(name)`, the `smollm2_gguf` fixture (skips when absent) and
+`smollm2_cfg` (its model section, converted once per session into a temporary cache).
 """
 from __future__ import annotations
 
@@ -99,3 +100,18 @@ def tiny_model_cfg(tiny_llama, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     return gguf_path("smollm2-135m-instruct-q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_cfg(smollm2_gguf, tmp_path_factory) -> dict:
+    """`params["model"]` for the real SmolLM2-135M GGUF, converted once per test session into a
+    temporary cache (`cfg["_convert_seconds"]` records how long the first load took)."""
+    import time
+
+    from sqltradeoff.modeling import convert_gguf
+
+    cache = tmp_path_factory.mktemp("gguf_cache")
+    t0 = time.time()
+    convert_gguf(smollm2_gguf, cache)
+    return {"path": str(smollm2_gguf), "revision": "main", "load_in_4bit": False, "cache_dir": str(cache),
+            "_convert_seconds": time.time() - t0}
