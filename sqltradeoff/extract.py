@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+# The model's turn ended: whatever follows is not part of the answer.
+_END_OF_TURN = re.compile(r"<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<\|end\|>|</s>|<end_of_turn>")
 _SPECIAL_TOKENS = re.compile(
     r"<\|[a-zA-Z0-9_]+\|>|</s>|<s>|\[/?INST\]|<\|?eot_id\|?>|<end_of_turn>|<start_of_turn>\w*"
     r"|\[/?SQL\]|</?sql>|</?SQL>")
@@ -29,9 +31,9 @@ _SELECT = re.compile(r"\bselect\b", re.IGNORECASE)
 _WITH = re.compile(r"\bwith\s+(?:recursive\s+)?[\w\"`\[\]]+\s*(?:\([^()]*\)\s*)?as\s*\(", re.IGNORECASE)
 _STARTS_SQL = re.compile(r"\s*(?:select\b|with\s)", re.IGNORECASE)
 _SQL_CONTINUATION = re.compile(
-    r"^\s*(?:select|from|where|group|order|having|limit|offset|union|intersect|except|join|inner|"
+    r"^\s*(?:(?:select|from|where|group|order|having|limit|offset|union|intersect|except|join|inner|"
     r"left|right|cross|natural|outer|on|and|or|not|as|in|is|like|between|case|when|then|else|end|"
-    r"asc|desc|by|with|values|exists|distinct|all|count|sum|avg|min|max|[(),*=<>!'\"`\[0-9.+-])",
+    r"asc|desc|by|with|values|exists|distinct|all|count|sum|avg|min|max)\b|[(),*=<>!'\"`\[0-9.+-])",
     re.IGNORECASE)
 _PROSE_START = re.compile(
     r"^\s*(?:#+\s|\*\*|[-*]\s+\w|\d+\.\s+[A-Za-z]|(?:explanation|note|this|these|that|those|the|here|"
@@ -127,7 +129,11 @@ def extract_sql(text: str | None) -> str:
     """The first SQL statement in a model's output, without the final `;` (see the module doc)."""
     if not text:
         return ""
-    text = _SPECIAL_TOKENS.sub("\n", str(text)).replace("\r\n", "\n")
+    text = str(text)
+    end = _END_OF_TURN.search(text)
+    if end and text[:end.start()].strip():
+        text = text[:end.start()]
+    text = _SPECIAL_TOKENS.sub("\n", text).replace("\r\n", "\n")
 
     # 1. Markdown code blocks: the first one that contains a query.
     blocks = [m.group(2) for m in _FENCE.finditer(text)]

@@ -10,7 +10,9 @@
   CREATE/DROP/ALTER, ATTACH/DETACH (and so `VACUUM INTO`, which attaches its target),
   PRAGMA, transaction control, and the `load_extension()` SQL function;
   extension loading is also switched off on the connection;
-* only one statement is accepted (Python's sqlite3 refuses a second one before running anything);
+* a statement that starts with a data- or schema-changing keyword (INSERT, DROP, PRAGMA, ...;
+  after comments and parentheses) is refused before SQLite sees it, and only one statement
+  is accepted (Python's sqlite3 refuses a second one before running anything);
 * a wall-clock time limit enforced *inside* SQLite by a progress handler, which interrupts a
   runaway query (an endless recursive CTE, a 6-way cross join) during compile, run or fetch;
 * at most `max_rows` rows are fetched (`fetchmany`), and SQLite's string/blob length limit is
@@ -24,6 +26,7 @@ Text is decoded as the official Spider evaluator does (`bytes.decode(errors="ign
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -155,6 +158,18 @@ def close_all() -> None:
         _CONNECTIONS.clear()
 
 
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$)|\()*", re.DOTALL)
+_STATEMENT_WORDS = {"insert", "update", "delete", "replace", "upsert", "create", "drop", "alter",
+                    "attach", "detach", "pragma", "vacuum", "reindex", "analyze", "begin", "commit",
+                    "end", "rollback", "savepoint", "release"}
+
+
+def first_keyword(sql: str) -> str:
+    """The first word of `sql`, lower-cased, after whitespace, comments and parentheses."""
+    m = re.match(r"[A-Za-z_]+", sql[_LEADING_NOISE.match(sql).end():])
+    return m.group(0).lower() if m else ""
+
+
 _SYNTAX_PATTERNS = ("syntax error", "incomplete input", "unrecognized token", "near \"")
 
 
@@ -187,6 +202,9 @@ def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT
     if sql is None or not str(sql).strip().strip(";").strip():
         return ExecResult(error=SYNTAX_ERROR, message="empty query")
     entry = _get(db_path)
+    word = first_keyword(sql)
+    if word in _STATEMENT_WORDS:
+        return ExecResult(error=FORBIDDEN, message=f"only queries are allowed, not {word.upper()}")
     conn, deadline = entry.conn, entry.deadline
     deadline.deadline = start + float(timeout_s)
     deadline.fired = False
