@@ -22,7 +22,9 @@ Deviations (none changes a score on Spider dev, see the tests):
   than 3 columns) and then tries every remaining permutation; here a prediction column is a
   candidate for a gold column only when their value multisets are equal, and permutations
   that would produce identical rows are tried once. Every pruned permutation is one that
-  cannot make the results equal, so the outcome is the same, deterministically and faster;
+  cannot make the results equal, so the outcome is the same, deterministically and faster
+  (after 100,000 candidate permutations, which needs many look-alike columns, the answer is
+  "different");
 * the official evaluator compares on every `*.sqlite` file in the database's directory
   (the test-suite databases); here, on `<db_dir>/<db_id>/<db_id>.sqlite` only (the original
   Spider databases: one file per directory);
@@ -149,21 +151,39 @@ def _quick_accept_possible(gold: list[tuple], pred: list[tuple], order_matters: 
     return g == p if order_matters else set(g) == set(p)
 
 
-def _column_permutations(gold: list[tuple], pred: list[tuple]) -> Iterator[tuple[int, ...]]:
+MAX_PERMUTATIONS = 100_000
+
+
+def _column_permutations(gold: list[tuple], pred: list[tuple],
+                         order_matters: bool) -> Iterator[tuple[int, ...]]:
     """Permutations `perm` (gold column i <- pred column perm[i]) worth trying.
 
-    A pred column is a candidate for a gold column only if their value multisets are equal;
-    among pred columns with identical contents, only the first unused one is tried.
+    A pred column is a candidate for a gold column only if their value multisets are equal
+    (when order matters: their value sequences); among pred columns with identical contents,
+    only the first unused one is tried; when order does not matter, a partial assignment is
+    extended only if the chosen columns already give the gold's multiset of partial rows.
     """
     ncols = len(gold[0])
-    gcols = [Counter(r[i] for r in gold) for i in range(ncols)]
+    gvecs = [tuple(r[i] for r in gold) for i in range(ncols)]
     pvecs = [tuple(r[j] for r in pred) for j in range(ncols)]
-    pcols = [Counter(v) for v in pvecs]
-    cand = [[j for j in range(ncols) if pcols[j] == gcols[i]] for i in range(ncols)]
+    if order_matters:
+        cand = [[j for j in range(ncols) if pvecs[j] == gvecs[i]] for i in range(ncols)]
+    else:
+        gcols = [Counter(v) for v in gvecs]
+        pcols = [Counter(v) for v in pvecs]
+        cand = [[j for j in range(ncols) if pcols[j] == gcols[i]] for i in range(ncols)]
     if any(not c for c in cand):
         return
     used = [False] * ncols
     perm: list[int] = []
+    # Unordered: the chosen columns must already agree as a multiset of partial rows.
+    gold_prefix = None if order_matters else [None] + [
+        Counter(r[:i + 1] for r in gold) for i in range(1, ncols - 1)]
+
+    def prefix_ok(i: int) -> bool:
+        if gold_prefix is None or i == 0 or i >= ncols - 1:
+            return True
+        return Counter(tuple(r[k] for k in perm) for r in pred) == gold_prefix[i]
 
     def rec(i: int) -> Iterator[tuple[int, ...]]:
         if i == ncols:
@@ -176,7 +196,8 @@ def _column_permutations(gold: list[tuple], pred: list[tuple]) -> Iterator[tuple
             tried.append(pvecs[j])
             used[j] = True
             perm.append(j)
-            yield from rec(i + 1)
+            if prefix_ok(i):
+                yield from rec(i + 1)
             perm.pop()
             used[j] = False
 
@@ -196,7 +217,9 @@ def result_eq(gold: Sequence[tuple], pred: Sequence[tuple], order_matters: bool)
     if not _quick_accept_possible(gold, pred, order_matters):
         return False
     gold_counts = None if order_matters else Counter(gold)
-    for perm in _column_permutations(gold, pred):
+    for n_tried, perm in enumerate(_column_permutations(gold, pred, order_matters)):
+        if n_tried >= MAX_PERMUTATIONS:       # pathological: many look-alike columns
+            return False
         permuted = pred if perm == tuple(range(ncols)) else [tuple(r[j] for j in perm) for r in pred]
         if order_matters:
             if permuted == gold:
@@ -317,7 +340,7 @@ def score_pairs(pairs: Sequence[dict], db_dir: str | os.PathLike, *, workers: in
                     results[idx] = out
                 bar.update(len(items))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=sqlexec.forget_inherited) as pool:
                 futures = [pool.submit(_score_chunk, path, items, timeout_s, max_rows, keep_distinct)
                            for path, items in chunks]
                 for fut in as_completed(futures):

@@ -150,6 +150,20 @@ def _get(db_path: str | os.PathLike) -> _Conn:
         return entry
 
 
+_INHERITED: list = []
+
+
+def forget_inherited() -> None:
+    """In a forked worker: set aside the parent's cached connections without using or closing them.
+
+    (An SQLite connection must not be carried across `fork()`; the worker opens its own.)
+    """
+    global _LOCK
+    _LOCK = threading.Lock()
+    _INHERITED.extend(_CONNECTIONS.values())
+    _CONNECTIONS.clear()
+
+
 def close_all() -> None:
     """Close the cached connections of this process."""
     with _LOCK:

@@ -196,6 +196,16 @@ def test_result_eq_rules():
     wide = [tuple([0] * 12)] * 50
     assert result_eq(wide, list(wide), False)
     assert result_eq([tuple(range(9))], [tuple(reversed(range(9)))], True)
+    # a Latin square: every column has the same multiset of values (9! candidate orders)
+    square = [tuple((r + c) % 9 for c in range(9)) for r in range(9)]
+    reversed_cols = [tuple(reversed(r)) for r in square]
+    t0 = time.monotonic()
+    assert result_eq(square, reversed_cols, False)
+    assert result_eq(square, list(reversed(reversed_cols)), False)
+    assert result_eq(square, reversed_cols, True)
+    assert not result_eq(square, list(reversed(reversed_cols)), True)
+    assert not result_eq(square, [r[:8] + (r[0],) for r in square], False)
+    assert time.monotonic() - t0 < 1.0
 
 
 def test_result_eq_keeps_the_official_quick_rejection_quirk():
