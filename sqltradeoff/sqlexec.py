@@ -194,7 +194,7 @@ def classify_error(exc: BaseException) -> str:
         return FORBIDDEN
     if isinstance(exc, sqlite3.Warning) and "one statement" in msg:   # older Pythons
         return FORBIDDEN
-    if "not authorized" in msg or "authorization denied" in msg or "readonly database" in msg or "read-only" in msg:
+    if any(p in msg for p in ("not authorized", "authorization denied", "readonly database", "read-only")):
         return FORBIDDEN
     if msg.startswith("no such table") or "no such view" in msg:
         return UNKNOWN_TABLE
@@ -226,18 +226,19 @@ def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT
     try:
         cur = conn.cursor()
         cur.execute(sql)
+        if cur.description is None:       # only comments: nothing was run
+            return ExecResult(error=SYNTAX_ERROR, message="empty query", seconds=time.monotonic() - start)
         rows: list[tuple] = []
-        if cur.description is not None:
-            batch = max(1, min(1000, max_rows + 1))
-            while True:
-                chunk = cur.fetchmany(batch)
-                if not chunk:
-                    break
-                rows.extend(chunk)
-                if len(rows) > max_rows:
-                    return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
-                                      seconds=time.monotonic() - start)
-        columns = [d[0] for d in cur.description] if cur.description else []
+        batch = max(1, min(1000, max_rows + 1))
+        while True:
+            chunk = cur.fetchmany(batch)
+            if not chunk:
+                break
+            rows.extend(chunk)
+            if len(rows) > max_rows:
+                return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
+                                  seconds=time.monotonic() - start)
+        columns = [d[0] for d in cur.description]
         return ExecResult(rows=rows, columns=columns, seconds=time.monotonic() - start)
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
         elapsed = time.monotonic() - start

@@ -133,6 +133,10 @@ class TestRulesOnRealDatabases:
         assert exec_match(db("concert_singer"), "SELECT name FROM singer WHERE age > 100",
                           "SELECT name FROM singer WHERE age < 0") == (True, None)
 
+    def test_a_comment_is_not_an_empty_result(self):
+        out = compare(db("concert_singer"), "SELECT name FROM singer WHERE age > 100", "-- no query")
+        assert (out.match, out.kind) == (False, "syntax_error")
+
     def test_too_many_rows_is_a_wrong_result(self):
         out = compare(db("world_1"), "SELECT Name FROM city WHERE ID < 10", "SELECT Name FROM city",
                       max_rows=100)

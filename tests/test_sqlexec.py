@@ -66,6 +66,9 @@ def test_select_returns_rows_and_columns():
     ("SELECT no_such_function(name) FROM singer", "other_error"),
     ("", "syntax_error"),
     ("  ;  ", "syntax_error"),
+    ("-- only a comment", "syntax_error"),
+    ("/* a comment */ ;", "syntax_error"),
+    ("SELECT 1\x00", "other_error"),
 ])
 def test_error_kinds(sql, kind):
     res = execute_sql(DB_DIR / "concert_singer" / "concert_singer.sqlite", sql)
