@@ -1,0 +1,238 @@
+"""The report stage on a hand-made workspace with known numbers."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqltradeoff import stats  # noqa: E402
+from sqltradeoff.errors import UserError  # noqa: E402
+from sqltradeoff.params import load_params  # noqa: E402
+from sqltradeoff.report import Paths, run_report  # noqa: E402
+
+N = 100
+HARD = ["easy"] * 25 + ["medium"] * 35 + ["hard"] * 20 + ["extra"] * 20
+FAIL_KINDS = ["wrong_result", "syntax_error", "unknown_column", "empty_result", "timeout"]
+SUBJECTS = ["high_school_computer_science", "philosophy", "high_school_macroeconomics"]
+
+# Spider: which question indices each model gets right.
+CORRECT = {
+    "base_zeroshot": set(range(0, 21)),        # 21%
+    "base_fewshot": set(range(0, 30)),         # 30%
+    "run1": set(range(1, 23)),                 # 22%: gains 21, 22; loses 0 -> b=1, c=2
+    "run2": set(range(0, 40)),                 # 40%: gains 19, loses 0
+}
+# MMLU: number right per subject (50 questions each).
+MMLU_RIGHT = {"base": [20, 15, 10], "run1": [19, 14, 9], "run2": [20, 15, 10]}
+
+
+def _jsonl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def build_workspace(root: Path, train_runs=("run1",)) -> None:
+    params = {"runs": {"run1": {"learning_rate": 2e-4}, "run2": {"learning_rate": 5e-5}},
+              "mmlu": {"method": "loglik", "k_shot": 5},
+              "report": {"bootstrap_samples": 2000, "confidence": 0.95, "seed": 7, "examples_per_error": 2}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    for name, right in CORRECT.items():
+        scores, preds = [], []
+        for i in range(N):
+            qid = f"dev-{i:04d}"
+            ok = i in right
+            kind = FAIL_KINDS[i % len(FAIL_KINDS)]
+            scores.append({"id": qid, "exec_match": int(ok), "error": None if ok else f"{kind}: reason {i}",
+                           "exact_match": int(ok and i % 2 == 0), "hardness": HARD[i]})
+            preds.append({"id": qid, "db_id": f"db_{i % 7}", "question": f"How many rows in table {i}?",
+                          "gold_sql": f"SELECT count(*) FROM t{i}", "pred_sql": "" if i == 99 else f"SELECT * FROM t{i}",
+                          "raw_output": f"Here you go: SELECT * FROM t{i}", "hardness": HARD[i]})
+        _jsonl(root / "data/scores" / f"{name}.jsonl", scores)
+        _jsonl(root / "data/predictions" / f"{name}.jsonl", preds)
+        k = len(right)
+        meta = {"execution_accuracy": k / N, "exact_match": 0, "n": N, "n_correct": k}
+        (root / "metrics/spider").mkdir(parents=True, exist_ok=True)
+        (root / "metrics/spider" / f"{name}.json").write_text(json.dumps(meta))
+    for name, rights in MMLU_RIGHT.items():
+        rows = []
+        for s, sub in enumerate(SUBJECTS):
+            for j in range(50):
+                ans = "ABCD"[j % 4]
+                ok = j < rights[s]
+                pred = ans if ok else ("A" if ans != "A" else "B")
+                rows.append({"id": f"{sub}-test-{j:04d}", "subject": sub, "answer": ans, "pred": pred,
+                             "correct": int(ok), "logprobs": {x: -1.0 for x in "ABCD"}})
+        _jsonl(root / "data/mmlu" / f"{name}.jsonl", rows)
+        acc = sum(r["correct"] for r in rows) / len(rows)
+        (root / "metrics/mmlu").mkdir(parents=True, exist_ok=True)
+        (root / "metrics/mmlu" / f"{name}.json").write_text(json.dumps(
+            {"method": "loglik", "k_shot": 5, "accuracy": acc, "n": len(rows)}))
+    for run in train_runs:
+        d = root / "metrics/train" / run
+        (d / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
+        (d / "metrics.json").write_text(json.dumps({"train": {"loss": 0.5}, "step": 30}))
+        lines = ["step\tloss"] + [f"{s}\t{2.0 * math.exp(-s / 10) + 0.3:.4f}" for s in range(1, 31)]
+        (d / "plots/metrics/train/loss.tsv").write_text("\n".join(lines) + "\n")
+        (d / "plots/metrics/train/learning_rate.tsv").write_text("step\tlearning_rate\n1\t0.0002\n")
+
+
+def paths(root: Path) -> Paths:
+    return Paths(root / "data/scores", root / "data/predictions", root / "data/mmlu", root / "metrics/mmlu",
+                 root / "metrics/spider", root / "metrics/train")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    build_workspace(root)
+    out = root / "metrics"
+    result = run_report(load_params(root / "params.yaml"), out, paths(root))
+    return root, out, result
+
+
+def test_summary_numbers(built):
+    root, out, _ = built
+    s = json.loads((out / "summary.json").read_text())
+    base = s["spider"]["base_zeroshot"]
+    assert base["ex"] == 0.21 and base["n"] == 100 and base["n_correct"] == 21
+    assert base["exact_match"] == 0.11  # correct and even index: 0, 2, ..., 20
+    ci = stats.accuracy_ci([int(i in CORRECT["base_zeroshot"]) for i in range(N)],
+                           n_resamples=2000, seed=7, confidence=0.95)
+    assert base["ex_ci_low"] == round(ci.low, 6) and base["ex_ci_high"] == round(ci.high, 6)
+    assert base["ex_ci_low"] < 0.21 < base["ex_ci_high"]
+    assert s["spider"]["run1"]["ex"] == 0.22
+    assert s["spider"]["base_zeroshot"]["by_hardness"]["easy"] == {"ex": 21 / 25, "n": 25}
+    assert s["spider"]["base_zeroshot"]["by_hardness"]["extra"] == {"ex": 0.0, "n": 20}
+
+    r1 = s["runs"]["run1"]
+    assert r1["ex_gain_pp"] == 1.0
+    assert r1["ex_gain_rel_pct"] == pytest.approx(100 / 21, abs=1e-6)
+    assert (r1["ex_fixed"], r1["ex_broken"]) == (2, 1)
+    assert r1["ex_mcnemar_p"] == 1.0            # binomtest(1, 3): every outcome at least as extreme
+    assert r1["ex_significant"] is False
+    assert r1["ex_gain_ci_low_pp"] < 0 < r1["ex_gain_ci_high_pp"]
+    # MMLU: base 45/150, run1 42/150 -> -2 pp, -6.67 % relative; 3 lost, 0 gained -> p = 0.25
+    assert s["mmlu"]["base"]["accuracy"] == 0.3 and s["mmlu"]["run1"]["accuracy"] == 0.28
+    assert r1["mmlu_change_pp"] == -2.0
+    assert r1["mmlu_change_rel_pct"] == pytest.approx(-100 * 3 / 45, abs=1e-6)
+    assert r1["mmlu_mcnemar_p"] == 0.25
+    assert r1["mmlu_by_subject"]["philosophy"]["change_pp"] == -2.0
+    assert s["mmlu"]["method"] == "loglik" and s["mmlu"]["k_shot"] == 5
+    assert s["mmlu"]["base"]["by_subject"]["philosophy"]["accuracy"] == 0.3
+    assert s["mmlu"]["base"]["top_pred_letter"] == "A"
+
+    r2 = s["runs"]["run2"]
+    assert r2["ex_gain_pp"] == 19.0 and (r2["ex_fixed"], r2["ex_broken"]) == (19, 0)
+    assert r2["ex_mcnemar_p"] == pytest.approx(2 * 0.5 ** 19, rel=1e-9)
+    assert r2["ex_significant"] is True
+    assert r2["ex_gain_ci_low_pp"] > 0
+    assert r2["mmlu_change_pp"] == 0.0 and r2["mmlu_mcnemar_p"] == 1.0
+    assert r2["mmlu_change_ci_low_pp"] == 0.0 == r2["mmlu_change_ci_high_pp"]   # identical outcomes
+    assert s["fewshot_vs_zeroshot"]["ex_gain_pp"] == 9.0
+    assert r1["train_last_step"] == 30 and "train_final_loss" not in r2
+
+
+def test_report_text_states_uncertainty(built):
+    _, out, result = built
+    md = (out / "report.md").read_text()
+    run1 = next(line for line in md.splitlines() if line.startswith("- **run1**"))
+    run2 = next(line for line in md.splitlines() if line.startswith("- **run2**"))
+    ex1, mmlu1 = run1.split("MMLU (loglik, 5-shot)")
+    assert "+1.0 pp" in ex1 and "not significant at 5%" in ex1 and "p = 1.000" in ex1
+    assert "-2.0 pp" in mmlu1 and "not significant at 5%" in mmlu1
+    ex2 = run2.split("MMLU")[0]
+    assert "+19.0 pp" in ex2 and "significant at 5%" in ex2 and "not significant" not in ex2
+    assert "| base_zeroshot | 21.0% |" in md and "| run1 | 22.0% |" in md
+    # 45/150 = 30%: its CI [~23, ~37] includes 25%, so it is not distinguishable from chance
+    assert "is consistent with chance (25%)" in md.split("MMLU of **base**")[1].splitlines()[0]
+    # the letter bias is reported with numbers
+    assert "answers A for" in md
+    # hardness and error tables, failing examples per kind with gold and prediction
+    assert "easy (n=25)" in md and "extra (n=20)" in md
+    assert "syntax_error" in md and "empty_result" in md
+    assert "### run1" in md and "SELECT count(*) FROM t" in md
+    # run2 has no training log: graceful, with a warning
+    assert any("run2" in w and "training" in w for w in result["warnings"])
+
+
+def test_plots_are_valid_images_and_data(built):
+    from PIL import Image
+
+    _, out, _ = built
+    for name in ("tradeoff", "ex_by_hardness", "mmlu_by_subject", "train_loss"):
+        png = out / "plots" / f"{name}.png"
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 300
+    trade = json.loads((out / "plots/tradeoff.json").read_text())
+    assert [t["run"] for t in trade] == ["run1", "run2"]
+    assert trade[0]["ex_gain_pp"] == 1.0 and trade[0]["mmlu_change_pp"] == -2.0
+    hard = json.loads((out / "plots/ex_by_hardness.json").read_text())
+    assert {"model": "base_zeroshot", "hardness": "easy"}.items() <= hard[0].items()
+    assert len(hard) == 4 * 4
+    loss = json.loads((out / "plots/train_loss.json").read_text())
+    assert len(loss) == 30 and set(loss[0]) == {"step", "run1"}
+
+
+def test_missing_run_names_file_and_stage_and_keeps_outputs(tmp_path):
+    build_workspace(tmp_path)
+    out = tmp_path / "metrics"
+    run_report(load_params(tmp_path / "params.yaml"), out, paths(tmp_path))
+    before = (out / "summary.json").read_bytes()
+    (tmp_path / "data/scores/run2.jsonl").unlink()
+    proc = subprocess.run([sys.executable, str(REPO / "stages/report.py"), "--out-dir", "metrics"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "data/scores/run2.jsonl" in proc.stderr and "score@run2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_mismatched_question_ids_are_named(tmp_path):
+    build_workspace(tmp_path)
+    for kind in ("scores", "predictions"):
+        p = tmp_path / "data" / kind / "run1.jsonl"
+        p.write_text(p.read_text().replace('"dev-0099"', '"dev-0100"'))
+    with pytest.raises(UserError, match=r"dev-0099.*dev-0100|dev-0100.*dev-0099"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    assert not (tmp_path / "metrics/summary.json").exists()
+
+
+def test_bad_score_value_is_a_user_error(tmp_path):
+    build_workspace(tmp_path)
+    p = tmp_path / "data/scores/run1.jsonl"
+    p.write_text(p.read_text().replace('"exec_match": 1', '"exec_match": 2', 1))
+    with pytest.raises(UserError, match=r"run1\.jsonl.*exec_match.*0 or 1"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+
+
+def test_below_chance_mmlu_is_flagged(tmp_path):
+    build_workspace(tmp_path)
+    p = tmp_path / "data/mmlu/run1.jsonl"
+    rows = [json.loads(line) for line in p.read_text().splitlines()]
+    for r in rows:      # the reference study's 0%: nothing parsed
+        r["correct"], r["pred"] = 0, None
+    _jsonl(p, rows)
+    m = tmp_path / "metrics/mmlu/run1.json"
+    m.write_text(json.dumps({"method": "loglik", "k_shot": 5, "accuracy": 0.0, "n": 150}))
+    res = run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    s = res["summary"]
+    assert s["mmlu"]["run1"]["accuracy"] == 0.0 and s["mmlu"]["run1"]["ci_high"] < 0.25
+    assert s["runs"]["run1"]["mmlu_change_pp"] == -30.0 and s["runs"]["run1"]["mmlu_significant"] is True
+    line = next(x for x in res["markdown"].splitlines() if x.startswith("- MMLU of **run1**"))
+    assert "below chance" in line and "answer extraction" in line
+
+
+def test_help():
+    proc = subprocess.run([sys.executable, str(REPO / "stages/report.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--out-dir" in proc.stdout and "summary.json" in proc.stdout
