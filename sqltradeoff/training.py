@@ -1,0 +1,357 @@
+"""LoRA / QLoRA fine-tuning with TRL's `SFTTrainer` on prompt/completion data.
+
+Data: `data/formatted/train.jsonl` rows with `prompt` (the rendered conversation up to and
+including the generation prompt, BOS text included when the template emits it) and `completion`
+(the SQL plus the end-of-turn text). `prompt + completion` is exactly the rendered conversation.
+
+Tokenisation is done here, not by TRL: TRL's string prompt/completion path appends
+`tokenizer.eos_token` to every completion that does not end with it (a ChatML completion ends
+with `<|im_end|>\\n`, so it would get a second end-of-turn/EOS the model never sees at
+inference). We tokenise `prompt + completion` with `add_special_tokens=False` (no second BOS, no
+extra EOS) and mark the completion tokens (`completion_mask`); TRL turns the mask into labels
+(-100 on the prompt), so the loss is on the SQL and end-of-turn only. Examples longer than
+`max_length` tokens are dropped (not truncated) and counted.
+
+Device/precision come from `modeling.device_settings`: CUDA -> bf16, `optim_cuda`
+(paged_adamw_8bit), QLoRA (`prepare_model_for_kbit_training`) when `model.load_in_4bit`;
+CPU -> fp32 (`bf16=False`), `optim_cpu` (adamw_torch).
+
+Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
+configuration (hash of train config, model and data) resumes from the latest one. Checkpoints
+of a different configuration are removed (they cannot be resumed). DVCLive logs loss and
+learning rate per step into the metrics directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import UserError
+from .io import read_jsonl, write_json
+
+TRAIN_KEYS = ("epochs", "max_steps", "max_length", "batch_size", "grad_accum", "learning_rate",
+              "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
+              "optim_cuda", "optim_cpu", "gradient_checkpointing", "save_steps", "save_total_limit", "seed")
+# Keys that do not change the trained weights (excluded from the resume hash).
+_NO_RESULT_KEYS = ("save_steps", "save_total_limit")
+HASH_FILE = "config_hash.json"
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in TRAIN_KEYS if k not in cfg]
+    if missing:
+        raise UserError(f"params: train is missing key(s) {', '.join(missing)}")
+    checks = {
+        "epochs": lambda v: isinstance(v, (int, float)) and v > 0,
+        "max_steps": lambda v: isinstance(v, int) and (v == -1 or v > 0),
+        "max_length": lambda v: isinstance(v, int) and v > 0,
+        "batch_size": lambda v: isinstance(v, int) and v > 0,
+        "grad_accum": lambda v: isinstance(v, int) and v > 0,
+        "learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
+        "warmup_ratio": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+        "lora_r": lambda v: isinstance(v, int) and v > 0,
+        "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
+        "lora_dropout": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+        "target_modules": lambda v: (isinstance(v, list) and v and all(isinstance(x, str) for x in v))
+        or v == "all-linear",
+        "save_steps": lambda v: isinstance(v, int) and v > 0,
+        "save_total_limit": lambda v: isinstance(v, int) and v > 0,
+        "seed": lambda v: isinstance(v, int),
+        "gradient_checkpointing": lambda v: isinstance(v, bool),
+    }
+    for key, ok in checks.items():
+        if not ok(cfg[key]):
+            raise UserError(f"params: train.{key} has an invalid value {cfg[key]!r}")
+    return cfg
+
+
+# ---------------------------------------------------------------- data
+
+def tokenize_examples(rows: Iterable[dict], tokenizer, max_length: int) -> tuple[list[dict], dict[str, Any]]:
+    """Tokenise prompt/completion rows; drop (and count) the ones longer than `max_length`.
+
+    Returns (examples with `input_ids` and `completion_mask`, stats).
+    """
+    examples: list[dict] = []
+    dropped_long = dropped_empty = boundary_merges = 0
+    lengths: list[int] = []
+    for i, row in enumerate(rows):
+        prompt, completion = row.get("prompt"), row.get("completion")
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise UserError(f"training data row {i + 1} (id {row.get('id')!r}): `prompt` and `completion` must be strings")
+        full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        n = 0
+        for a, b in zip(prompt_ids, full_ids):
+            if a != b:
+                break
+            n += 1
+        if n < len(prompt_ids):   # a token spans the prompt/completion boundary: it belongs to the prompt side
+            boundary_merges += 1
+        n_completion = len(full_ids) - n
+        if n_completion <= 0:
+            dropped_empty += 1
+            continue
+        if len(full_ids) > max_length:
+            dropped_long += 1
+            continue
+        examples.append({"input_ids": full_ids, "completion_mask": [0] * n + [1] * n_completion})
+        lengths.append(len(full_ids))
+    stats = {
+        "examples_total": len(examples) + dropped_long + dropped_empty,
+        "examples_used": len(examples),
+        "examples_dropped_too_long": dropped_long,
+        "examples_dropped_empty_completion": dropped_empty,
+        "prompt_completion_boundary_merges": boundary_merges,
+        "tokens_used": int(sum(lengths)),
+        "max_tokens": max(lengths) if lengths else 0,
+    }
+    return examples, stats
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(cfg: dict, model_cfg: dict, data_sha256: str) -> str:
+    relevant = {k: v for k, v in sorted(cfg.items()) if k not in _NO_RESULT_KEYS}
+    model = {k: model_cfg.get(k) for k in ("path", "revision", "load_in_4bit")}
+    model["path"] = os.path.basename(str(model["path"])) if str(model["path"]).endswith(".gguf") else model["path"]
+    blob = json.dumps({"train": relevant, "model": model, "data": data_sha256}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    best, best_step = None, -1
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+            if m and p.is_dir() and (p / "trainer_state.json").is_file() and int(m.group(1)) > best_step:
+                best, best_step = p, int(m.group(1))
+    return best
+
+
+def _prepare_checkpoints(ckpt_dir: Path, digest: str) -> Path | None:
+    """The checkpoint to resume from (same config hash), or None; stale checkpoints are removed."""
+    hash_file = ckpt_dir / HASH_FILE
+    if ckpt_dir.is_dir():
+        stored = None
+        if hash_file.is_file():
+            try:
+                stored = json.loads(hash_file.read_text()).get("config_hash")
+            except (OSError, ValueError):
+                stored = None
+        if stored == digest:
+            return latest_checkpoint(ckpt_dir)
+        if any(ckpt_dir.iterdir()):
+            print(f"removing checkpoints in {ckpt_dir}: they belong to a different training configuration",
+                  file=sys.stderr)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(hash_file, {"config_hash": digest})
+    return None
+
+
+# ---------------------------------------------------------------- logging
+
+LOGGED = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_input_tokens_seen")
+
+
+def _open_live(metrics_dir: Path, resume_step: int | None):
+    """A DVCLive logger in `metrics_dir` (no dvc.yaml edits, no experiment commits).
+
+    On resume, rows logged after the resumed checkpoint (by the interrupted run) are dropped so the
+    plots hold each optimizer step once."""
+    from dvclive import Live
+
+    if resume_step is not None:
+        for tsv in (metrics_dir / "plots" / "metrics").rglob("*.tsv"):
+            lines = tsv.read_text().splitlines(keepends=True)
+            kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split("\t", 1)[0]) <= resume_step]
+            tsv.write_text("".join(kept))
+    return Live(dir=str(metrics_dir), resume=resume_step is not None, report=None, save_dvc_exp=False,
+                dvcyaml=None)
+
+
+def _live_callback(live):
+    from transformers import TrainerCallback
+
+    class LiveCallback(TrainerCallback):
+        """Log the per-step training series to DVCLive with the optimizer step as x axis."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            live.log_params({"train_args": {k: v for k, v in args.to_dict().items()
+                                            if isinstance(v, (int, float, str, bool)) or v is None}})
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            live.step = state.global_step
+            for key in LOGGED:
+                if key in logs and logs[key] is not None:
+                    live.log_metric(key, float(logs[key]))
+            live.make_summary()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            live.end()
+
+    return LiveCallback()
+
+
+# ---------------------------------------------------------------- training
+
+def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, out_dir: str | os.PathLike,
+          metrics_dir: str | os.PathLike, callbacks: list | None = None,
+          trainer_hook: Callable | None = None) -> dict[str, Any]:
+    """Train one LoRA adapter; write `<out>/adapter` (+ training_info.json) and `<metrics_dir>/metrics.json`.
+
+    Returns the training info dict. `callbacks`: extra `transformers.TrainerCallback`s;
+    `trainer_hook(trainer)`: called before training (tests inspect the prepared dataset).
+    """
+    validate_config(cfg)
+    data_path, out_dir, metrics_dir = Path(data_path), Path(out_dir), Path(metrics_dir)
+    rows = read_jsonl(data_path, required=("prompt", "completion"))
+    if not rows:
+        raise UserError(f"{data_path}: no training examples")
+
+    import torch
+    from transformers import set_seed
+
+    from .modeling import device_settings, load_model
+
+    settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
+    set_seed(cfg["seed"])
+    model, tokenizer = load_model(model_cfg, for_training=True)
+    examples, data_stats = tokenize_examples(rows, tokenizer, cfg["max_length"])
+    if not examples:
+        raise UserError(f"{data_path}: all {data_stats['examples_total']} examples are longer than "
+                        f"train.max_length={cfg['max_length']} tokens (or have an empty completion); "
+                        f"raise train.max_length")
+    if data_stats["examples_dropped_too_long"]:
+        print(f"dropped {data_stats['examples_dropped_too_long']} of {data_stats['examples_total']} examples "
+              f"longer than max_length={cfg['max_length']} tokens", file=sys.stderr)
+
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    if settings.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"])
+    lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                      target_modules=cfg["target_modules"], bias="none", task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise UserError(f"params: train.target_modules {cfg['target_modules']} do not fit this model: {exc}") from None
+    if cfg["gradient_checkpointing"]:
+        model.enable_input_require_grads()
+
+    ckpt_dir = out_dir / "checkpoints"
+    digest = config_hash(cfg, model_cfg, file_sha256(data_path))
+    resume_from = _prepare_checkpoints(ckpt_dir, digest)
+
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=float(cfg["epochs"]),
+        max_steps=int(cfg["max_steps"]),
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["grad_accum"],
+        learning_rate=float(cfg["learning_rate"]),
+        lr_scheduler_type=cfg["lr_scheduler"],
+        warmup_steps=float(cfg["warmup_ratio"]),      # transformers 5: a float in [0, 1) is a ratio
+        optim=cfg["optim_cuda"] if settings.device == "cuda" else cfg["optim_cpu"],
+        bf16=settings.bf16,
+        fp16=False,
+        gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg["gradient_checkpointing"] else None,
+        max_length=cfg["max_length"],
+        completion_only_loss=True,
+        packing=False,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg["save_steps"],
+        save_total_limit=cfg["save_total_limit"],
+        seed=cfg["seed"],
+        data_seed=cfg["seed"],
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=settings.device == "cpu",
+    )
+    start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
+    live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer,
+                         callbacks=[_live_callback(live), *(callbacks or [])])
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    if resume_from is not None:
+        print(f"resuming from {resume_from}", file=sys.stderr)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.time() - t0
+
+    state = trainer.state
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+    tokens_before = 0
+    if resume_from:
+        prev = json.loads((resume_from / "trainer_state.json").read_text())
+        tokens_before = int(prev.get("num_input_tokens_seen", 0) or 0)
+    steps_this_run = state.global_step - start_step
+    info = {
+        "run_config": cfg,
+        "config_hash": digest,
+        "model": {k: model_cfg.get(k) for k in ("path", "revision", "load_in_4bit")},
+        "device": settings.device,
+        "precision": "bf16" if settings.bf16 else "fp32",
+        "quantization": "nf4" if settings.load_in_4bit else None,
+        "steps": state.global_step,
+        "epochs_completed": round(float(state.epoch or 0), 4),
+        "chosen_checkpoint": f"final (step {state.global_step})",
+        "resumed_from": resume_from.name if resume_from else None,
+        **data_stats,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss_mean": float(result.training_loss) if result.training_loss is not None else None,
+        "wall_time_s": round(wall, 2),
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round((tokens_seen - tokens_before) / wall, 2) if wall > 0 else None,
+        "steps_this_run": steps_this_run,
+        "seconds_per_step": round(wall / steps_this_run, 3) if steps_this_run > 0 else None,
+    }
+
+    adapter_dir = out_dir / "adapter"
+    tmp = out_dir / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    write_json(tmp / "training_info.json", info)
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    os.replace(tmp, adapter_dir)
+
+    summary = {}
+    metrics_file = metrics_dir / "metrics.json"
+    if metrics_file.is_file():   # DVCLive's summary (latest values of the logged series)
+        try:
+            summary = json.loads(metrics_file.read_text())
+        except ValueError:
+            summary = {}
+    summary.update({k: info[k] for k in ("final_loss", "train_loss_mean", "steps", "epochs_completed",
+                                          "examples_used", "examples_dropped_too_long",
+                                          "examples_dropped_empty_completion", "wall_time_s",
+                                          "tokens_seen", "tokens_per_s", "seconds_per_step", "resumed_from")})
+    write_json(metrics_file, summary)
+    return info

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Stage predict: greedy SQL predictions for rendered prompts, one model load for all jobs.
+
+Each --job IN OUT reads IN (JSONL: id, db_id, question, gold_sql, hardness, prompt; the prompt
+already rendered with the chat template) and writes OUT (JSONL: id, db_id, question, gold_sql,
+pred_sql, raw_output, hardness), in IN's order. pred_sql is extracted from the raw output with
+sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens.
+Generation statistics (wall time, tokens/s) go to stderr and to OUT's sidecar <name>.stats.json.
+
+Example:
+  python stages/predict.py --adapter models/run1/adapter \\
+      --job data/formatted/eval_zeroshot.jsonl data/predictions/run1.jsonl
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+from pathlib import Path
+
+from sqltradeoff.errors import UserError, stage_main
+from sqltradeoff.io import read_jsonl, write_json, write_jsonl
+from sqltradeoff.params import load_params, section
+
+REQUIRED = ("id", "db_id", "question", "gold_sql", "hardness", "prompt")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--job", nargs=2, action="append", metavar=("IN", "OUT"), required=True,
+                    help="input prompts JSONL and output predictions JSONL (repeatable)")
+    ap.add_argument("--adapter", default=None, help="PEFT adapter directory (models/RUN/adapter); default: base model")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each job (smoke tests)")
+    return ap.parse_args(argv)
+
+
+def stats_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".stats.json")
+
+
+def _positive_int(cfg: dict, key: str) -> int:
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"params: predict.{key} must be a positive integer, got {value!r}")
+    return value
+
+
+@stage_main
+def main(argv=None):
+    args = parse_args(argv)
+    params = load_params(args.params)
+    pred_cfg = section(params, "predict")
+    batch_size, max_new_tokens = _positive_int(pred_cfg, "batch_size"), _positive_int(pred_cfg, "max_new_tokens")
+    model_cfg = section(params, "model")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be positive")
+
+    # Read and check every input before the (slow) model load.
+    jobs = []
+    outs = set()
+    for src, dst in args.job:
+        if Path(src).resolve() == Path(dst).resolve():
+            raise UserError(f"--job {src} {dst}: the output would overwrite the input")
+        if Path(dst).resolve() in outs:
+            raise UserError(f"--job: output {dst} given twice")
+        outs.add(Path(dst).resolve())
+        rows = read_jsonl(src, required=REQUIRED)
+        if not rows:
+            raise UserError(f"{src}: no prompts")
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise UserError(f"{src}: duplicate id {dup!r}")
+        bad = next((r["id"] for r in rows if not isinstance(r["prompt"], str) or not r["prompt"]), None)
+        if bad is not None:
+            raise UserError(f"{src}: row {bad!r} has an empty or non-string prompt")
+        jobs.append((src, dst, rows[: args.limit] if args.limit else rows))
+
+    from sqltradeoff.extract import extract_sql
+    from sqltradeoff.generation import generate
+    from sqltradeoff.modeling import load_model
+
+    model, tokenizer = load_model(model_cfg, adapter=args.adapter)
+    for src, dst, rows in jobs:
+        outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, desc=Path(dst).stem)
+        preds = [{"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["gold_sql"],
+                  "pred_sql": extract_sql(raw), "raw_output": raw, "hardness": r["hardness"]}
+                 for r, raw in zip(rows, outputs)]
+        write_jsonl(dst, preds)
+        info = {"input": str(src), "output": str(dst), "adapter": args.adapter, **stats.as_dict()}
+        write_json(stats_path(dst), info)
+        print(json.dumps(info), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Stage train: fine-tune one LoRA adapter (QLoRA on a CUDA GPU with model.load_in_4bit).
+
+Reads the training configuration `train` updated with `runs.<RUN>` and the model section of
+params.yaml. Writes the adapter to OUT/adapter (with training_info.json), checkpoints to
+OUT/checkpoints (for resuming an interrupted run with the same configuration), and DVCLive
+metrics/plots to metrics/train/RUN/ (metrics.json: final loss, steps, examples used/dropped,
+wall time, tokens/s).
+"""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import json
+
+from sqltradeoff.errors import stage_main
+from sqltradeoff.params import load_params, run_config, section
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run name: a key of `runs` in params.yaml (e.g. run1)")
+    ap.add_argument("--data", required=True, help="prompt/completion JSONL (data/formatted/train.jsonl)")
+    ap.add_argument("--out", required=True, help="output directory (models/RUN): adapter/ and checkpoints/")
+    ap.add_argument("--metrics-dir", default=None, help="DVCLive directory (default: metrics/train/RUN)")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    return ap.parse_args(argv)
+
+
+@stage_main
+def main(argv=None):
+    args = parse_args(argv)
+    params = load_params(args.params)
+    cfg = run_config(params, args.run)
+    model_cfg = section(params, "model")
+    metrics_dir = args.metrics_dir or f"metrics/train/{args.run}"
+
+    from sqltradeoff.training import train
+
+    info = train(cfg, model_cfg, args.data, args.out, metrics_dir)
+    print(json.dumps({k: info[k] for k in ("steps", "final_loss", "examples_used", "examples_dropped_too_long",
+                                           "wall_time_s", "tokens_per_s", "resumed_from")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
