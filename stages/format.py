@@ -60,19 +60,19 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
     dev = read_jsonl(prepared / "spider_dev.jsonl", ("id", "db_id", "question", "query", "hardness"))
     shots = pick_few_shot(train, cfg["few_shot"], seed)
 
-    def tok_len(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    def tok_lens(texts: list[str], batch: int = 512) -> list[int]:
+        out: list[int] = []
+        for i in range(0, len(texts), batch):
+            out += [len(ids) for ids in tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]]
+        return out
 
-    train_rows, p_len, c_len, t_len = [], [], [], []
+    train_rows = []
     for r in tqdm(train, desc="format train", unit="ex", file=sys.stderr, mininterval=2):
         user = prompts.user_text(r["question"], prompts.schema_for(db_dir, r["db_id"], cfg))
         prompt, completion = prompts.render(tokenizer, user, r["query"])
         train_rows.append({"id": r["id"], "db_id": r["db_id"], "messages": prompts.messages(user, r["query"]),
                            "prompt": prompt, "completion": completion})
-        p_len.append(tok_len(prompt))
-        c_len.append(tok_len(completion))
-        t_len.append(tok_len(prompt + completion))
-    zero, few, z_len, f_len = [], [], [], []
+    zero, few = [], []
     for r in tqdm(dev, desc="format eval", unit="ex", file=sys.stderr, mininterval=2):
         schema = prompts.schema_for(db_dir, r["db_id"], cfg)
         base = {"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["query"],
@@ -81,8 +81,11 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
         fp, _ = prompts.render(tokenizer, prompts.user_text(r["question"], schema, shots))
         zero.append({**base, "prompt": zp})
         few.append({**base, "prompt": fp})
-        z_len.append(tok_len(zp))
-        f_len.append(tok_len(fp))
+    p_len = tok_lens([r["prompt"] for r in train_rows])
+    c_len = tok_lens([r["completion"] for r in train_rows])
+    t_len = tok_lens([r["prompt"] + r["completion"] for r in train_rows])
+    z_len = tok_lens([r["prompt"] for r in zero])
+    f_len = tok_lens([r["prompt"] for r in few])
     over = sum(n > max_length for n in t_len) if max_length else None
     manifest = {
         "prompt": cfg,
