@@ -684,10 +684,9 @@ def plot_data(inp: Inputs, sp: dict, mm: dict) -> dict[str, list[dict]]:
     loss = []
     for st in steps:
         row: dict[str, Any] = {"step": st}
-        for run, t in inp.train.items():
-            d = dict(zip(t["steps"], t["loss"]))
-            if st in d:
-                row[run] = _r(d[st])
+        for run in inp.runs:   # every run a column (null where not logged) so a fixed `y` list always resolves
+            d = dict(zip(inp.train[run]["steps"], inp.train[run]["loss"])) if run in inp.train else {}
+            row[run] = _r(d.get(st))
         loss.append(row)
     return {"tradeoff": trade, "ex_by_hardness": hard, "mmlu_by_subject": subj, "train_loss": loss}
 
