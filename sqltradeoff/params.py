@@ -45,12 +45,12 @@ def resolve_path(value: str | os.PathLike, base: Path) -> Path:
     when the path is not in the workspace itself."""
     p = Path(value).expanduser()
     if p.is_absolute():
-        return p
+        return Path(os.path.normpath(p))
     here = base / p
     origin = experiment_origin(base)
     if origin is not None and not here.exists():
-        return origin / p
-    return here
+        here = origin / p
+    return Path(os.path.normpath(here))
 
 
 def _resolve_paths(params: dict[str, Any], base: Path) -> None:
