@@ -1,0 +1,205 @@
+"""training.py and stages/train.py: completion-only labels, learning, dropping, resume, CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sqltradeoff.errors import UserError
+from sqltradeoff.io import write_jsonl
+from sqltradeoff.modeling import load_model, load_tokenizer
+from sqltradeoff.training import tokenize_examples, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+CFG = dict(epochs=1, max_steps=6, max_length=96, batch_size=2, grad_accum=1, learning_rate=5e-3,
+           lr_scheduler="linear", warmup_ratio=0.0, lora_r=4, lora_alpha=8, lora_dropout=0.1,
+           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], optim_cuda="paged_adamw_8bit",
+           optim_cpu="adamw_torch", gradient_checkpointing=False, save_steps=2, save_total_limit=2, seed=7)
+
+QUESTIONS = ["How many singers do we have?", "Name every stadium.", "Average age of singers?",
+             "Which singers are from France?", "List concerts in 2014.", "Oldest singer name?"]
+ANSWERS = ["SELECT count(*) FROM singer", "SELECT name FROM stadium", "SELECT avg(age) FROM singer",
+           "SELECT name FROM singer WHERE country = 'France'", "SELECT * FROM concert WHERE year = 2014",
+           "SELECT name FROM singer ORDER BY age DESC LIMIT 1"]
+
+
+def formatted_rows(tok, n=6):
+    """Rows as the format stage writes them: prompt + completion == the rendered conversation."""
+    rows = []
+    for i in range(n):
+        q, a = QUESTIONS[i % len(QUESTIONS)], ANSWERS[i % len(ANSWERS)]
+        msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        full = tok.apply_chat_template(msgs, tokenize=False)
+        prompt = tok.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True)
+        assert full.startswith(prompt)
+        rows.append({"id": f"train-{i:05d}", "db_id": "concert_singer", "messages": msgs,
+                     "prompt": prompt, "completion": full[len(prompt):]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_cfg):
+    return load_tokenizer(tiny_model_cfg)
+
+
+@pytest.fixture
+def data(tok, tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, formatted_rows(tok))
+    return path
+
+
+def completion_loss(model, tok, rows) -> float:
+    examples, _ = tokenize_examples(rows, tok, 10_000)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            ids = torch.tensor([ex["input_ids"]])
+            labels = torch.tensor([[t if m else -100 for t, m in zip(ex["input_ids"], ex["completion_mask"])]])
+            total += float(model(input_ids=ids, labels=labels).loss)
+            n += 1
+    return total / n
+
+
+def test_labels_cover_exactly_the_completion_tokens(tiny_model_cfg, tok, data, tmp_path):
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    seen = {}
+
+    def inspect(trainer):
+        seen["dataset"] = trainer.train_dataset
+        seen["batch"] = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+        raise KeyboardInterrupt  # stop before training
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, tiny_model_cfg, data, tmp_path / "m", tmp_path / "metrics", trainer_hook=inspect)
+    ds = seen["dataset"]
+    assert len(ds) == len(rows)
+    for row, ex in zip(rows, ds):
+        ids, labels = ex["input_ids"], ex["labels"]
+        # the whole rendered conversation, once: no second BOS, no extra EOS appended
+        assert ids == tok(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
+        n_prompt = len(tok(row["prompt"], add_special_tokens=False)["input_ids"])
+        assert labels[:n_prompt] == [-100] * n_prompt
+        assert labels[n_prompt:] == ids[n_prompt:]
+        assert tok.decode(labels[n_prompt:]) == row["completion"]
+        assert ids.count(tok.eos_token_id) == 2          # end of the user turn and of the assistant turn
+    batch = seen["batch"]
+    # the collator pads on the right with -100 labels and keeps the completion labels
+    lab = batch["labels"]
+    assert all(int((lab[i] != -100).sum()) == sum(1 for x in ds[i]["labels"] if x != -100) for i in range(2))
+
+
+def test_tokenize_examples_drops_and_counts_long_examples(tok):
+    rows = formatted_rows(tok)
+    lengths = [len(tok(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows]
+    limit = sorted(lengths)[2]
+    examples, stats = tokenize_examples(rows, tok, limit)
+    assert stats["examples_used"] == sum(1 for n in lengths if n <= limit) == len(examples)
+    assert stats["examples_dropped_too_long"] == sum(1 for n in lengths if n > limit) > 0
+    assert stats["examples_total"] == len(rows)
+    assert all(len(e["input_ids"]) <= limit for e in examples)
+
+
+def test_training_lowers_loss_on_its_own_batch_and_writes_outputs(tiny_model_cfg, tok, data, tmp_path):
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    base, _ = load_model(tiny_model_cfg)
+    before = completion_loss(base, tok, rows)
+    cfg = {**CFG, "max_steps": 12, "learning_rate": 3e-2, "lora_dropout": 0.0,
+           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+    info = train(cfg, tiny_model_cfg, data, tmp_path / "m", tmp_path / "metrics")
+    tuned, _ = load_model(tiny_model_cfg, adapter=tmp_path / "m" / "adapter")
+    after = completion_loss(tuned, tok, rows)
+    assert after < before - 0.3, (before, after)
+    adapter = tmp_path / "m" / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    saved = json.loads((adapter / "training_info.json").read_text())
+    assert saved["steps"] == info["steps"] == 12
+    assert saved["examples_used"] == 6 and saved["examples_dropped_too_long"] == 0
+    assert saved["precision"] == "fp32" and saved["device"] == "cpu"
+    metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and metrics["tokens_per_s"] > 0 and metrics["final_loss"] == info["final_loss"]
+    loss_rows = (tmp_path / "metrics" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert loss_rows[0] == "step\tloss" and [int(r.split("\t")[0]) for r in loss_rows[1:]] == list(range(1, 13))
+    assert (tmp_path / "metrics" / "plots" / "metrics" / "learning_rate.tsv").is_file()
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tiny_model_cfg, data, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated interruption")
+
+    full = train(CFG, tiny_model_cfg, data, tmp_path / "full", tmp_path / "mfull")
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint", callbacks=[Crash()])
+    assert not (tmp_path / "int" / "adapter").exists()
+    assert (tmp_path / "int" / "checkpoints" / "checkpoint-4").is_dir()
+    resumed = train(CFG, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint")
+    assert resumed["resumed_from"] == "checkpoint-4" and resumed["steps"] == full["steps"] == 6
+    assert resumed["steps_this_run"] == 2
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "int" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:   # same data order, optimizer and RNG state: the resumed run ends where the full one did
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    steps = [int(r.split("\t")[0]) for r in
+             (tmp_path / "mint" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 7))   # each step logged once despite the interruption
+
+    # a different configuration does not resume from these checkpoints
+    other = train({**CFG, "learning_rate": 1e-3}, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint2")
+    assert other["resumed_from"] is None and other["steps_this_run"] == 6
+
+
+def test_bad_config_and_data_are_user_errors(tiny_model_cfg, tok, tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, formatted_rows(tok, 2))
+    with pytest.raises(UserError, match="lora_r"):
+        train({**CFG, "lora_r": 0}, tiny_model_cfg, path, tmp_path / "m", tmp_path / "x")
+    with pytest.raises(UserError, match="max_length"):
+        train({**CFG, "max_length": 3}, tiny_model_cfg, path, tmp_path / "m", tmp_path / "x")
+    write_jsonl(path, [{"id": "a", "prompt": "x"}])
+    with pytest.raises(UserError, match="completion"):
+        train(CFG, tiny_model_cfg, path, tmp_path / "m", tmp_path / "x")
+    assert not (tmp_path / "m" / "adapter").exists()
+
+
+def _project(tmp_path: Path, model_cfg: dict, tok) -> Path:
+    params = {"model": {k: v for k, v in model_cfg.items() if not k.startswith("_")},
+              "train": {**CFG, "max_steps": 3},
+              "runs": {"run1": {"learning_rate": 1e-3}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_jsonl(tmp_path / "data" / "formatted" / "train.jsonl", formatted_rows(tok, 4))
+    return tmp_path
+
+
+def _run_train(cwd: Path, *args: str):
+    return subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_cli_end_to_end(tiny_model_cfg, tok, tmp_path):
+    proj = _project(tmp_path, tiny_model_cfg, tok)
+    res = _run_train(proj, "--run", "run1", "--data", "data/formatted/train.jsonl", "--out", "models/run1")
+    assert res.returncode == 0, res.stderr
+    info = json.loads((proj / "models/run1/adapter/training_info.json").read_text())
+    assert info["steps"] == 3 and info["run_config"]["learning_rate"] == 1e-3
+    assert info["examples_used"] == 4
+    metrics = json.loads((proj / "metrics/train/run1/metrics.json").read_text())
+    assert metrics["steps"] == 3 and "wall_time_s" in metrics
+    assert (proj / "metrics/train/run1/plots/metrics/loss.tsv").is_file()
+    assert not (proj / "dvc.yaml").exists()          # DVCLive must not write a dvc.yaml
+    assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == 3
+
+    bad = _run_train(proj, "--run", "run7", "--data", "data/formatted/train.jsonl", "--out", "models/run7")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "run7" in bad.stderr
+    assert "Traceback" not in bad.stderr
