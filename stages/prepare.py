@@ -18,6 +18,7 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 from pathlib import Path
 
+from sqltradeoff.data import staging_dir
 from sqltradeoff.errors import UserError, stage_main
 from sqltradeoff.io import read_json, read_jsonl, write_json, write_jsonl
 from sqltradeoff.params import load_params, parse_n, section
@@ -104,12 +105,12 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
         },
         "sources": {"spider": raw_sp.get("source"), "mmlu": raw_mm.get("source")},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "spider_train.jsonl", train_s)
-    write_jsonl(out / "spider_dev.jsonl", dev_s)
-    write_jsonl(out / "mmlu_test.jsonl", mmlu_test)
-    write_jsonl(out / "mmlu_dev.jsonl", m_dev)
-    write_json(out / "manifest.json", manifest)
+    with staging_dir(out) as tmp:  # the folder is replaced only when complete
+        write_jsonl(tmp / "spider_train.jsonl", train_s)
+        write_jsonl(tmp / "spider_dev.jsonl", dev_s)
+        write_jsonl(tmp / "mmlu_test.jsonl", mmlu_test)
+        write_jsonl(tmp / "mmlu_dev.jsonl", m_dev)
+        write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
