@@ -22,6 +22,10 @@ Methods:
   Robust Multiple Choice Selectors"): each question is scored under the 4 cyclic permutations of
   its options; the (letter-normalized) log-probabilities are averaged per option *content*, so a
   fixed preference for a letter cancels; the prediction is the content with the highest average.
+* `pride` (the same paper's cheaper PriDe): the letter prior is estimated from the 4 permutations
+  of the first `pride_fraction` of each subject's questions (those are predicted as in
+  `debiased`); every other question is scored once and predicted by argmax of its
+  letter-normalized log-probability minus the log prior of the letter.
 * `generate` (the reference study's way): greedy generation of a few tokens after the prompt, then
   a letter is parsed from the text (`parse_answer`); an unparsable output counts as wrong.
 """
@@ -38,7 +42,7 @@ from .errors import UserError
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 CONTINUATIONS: tuple[str, ...] = tuple(" " + letter for letter in LETTERS)
-METHODS: tuple[str, ...] = ("loglik", "debiased", "generate")
+METHODS: tuple[str, ...] = ("loglik", "debiased", "pride", "generate")
 REQUIRED_FIELDS = ("id", "subject", "question", "choices", "answer")
 
 
@@ -417,7 +421,8 @@ def debias(perm_logprobs: Sequence[Sequence[float]]) -> tuple[list[float], list[
 
 def evaluate(test: Sequence[dict], dev: Sequence[dict], *, method: str = "loglik", k_shot: int = 5,
              scorer: LetterScorer | None = None, generator: Generator | None = None, batch_size: int = 8,
-             also_debiased: bool = False, progress: bool = True) -> tuple[list[dict], dict]:
+             also_debiased: bool = False, pride_fraction: float = 0.25,
+             progress: bool = True) -> tuple[list[dict], dict]:
     """Evaluate `test` questions; returns (per-question rows, metrics). See the module docstring."""
     if method not in METHODS:
         raise UserError(f"mmlu.method: unknown method {method!r} (choose one of {', '.join(METHODS)})")
@@ -437,44 +442,77 @@ def evaluate(test: Sequence[dict], dev: Sequence[dict], *, method: str = "loglik
 
     from tqdm.auto import tqdm
 
-    use_perms = method == "debiased" or (method == "loglik" and also_debiased)
+    use_perms = method in ("debiased", "pride") or (method == "loglik" and also_debiased)
+    # Which questions are scored under all 4 cyclic permutations, which only in the original order.
+    if method == "pride":
+        if isinstance(pride_fraction, bool) or not isinstance(pride_fraction, (int, float)) \
+                or not 0 < pride_fraction <= 1:
+            raise UserError(f"mmlu.pride_fraction must be in (0, 1], got {pride_fraction!r}")
+        permuted = set()
+        for subject in subjects:
+            items = [it for it in test if it["subject"] == subject]
+            permuted.update(it["id"] for it in items[:max(1, math.ceil(pride_fraction * len(items)))])
+    else:
+        permuted = {it["id"] for it in test} if use_perms else set()
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
     bar = tqdm(total=len(test), unit="q", desc=f"mmlu {method}", disable=not progress)
-    for subject in subjects:
-        items = [it for it in test if it["subject"] == subject]
-        prefix = prefixes[subject]
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            if method == "generate":
-                texts = generator.generate([prefix + format_question(it["question"], it["choices"]) for it in chunk])
-                for it, text in zip(chunk, texts):
-                    pred = parse_answer(text, it["choices"])
-                    results[it["id"]] = {"pred": pred, "raw_output": text, "logprobs": None}
+    # pride: the calibration questions (4 permutations) first, then the others (1 order)
+    passes = [True, False] if method == "pride" else [None]
+    for want_perm in passes:
+        for subject in subjects:
+            items = [it for it in test if it["subject"] == subject
+                     and (want_perm is None or (it["id"] in permuted) == want_perm)]
+            prefix = prefixes[subject]
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                if method == "generate":
+                    texts = generator.generate([prefix + format_question(it["question"], it["choices"])
+                                                for it in chunk])
+                    for it, text in zip(chunk, texts):
+                        results[it["id"]] = {"pred": parse_answer(text, it["choices"]), "raw_output": text,
+                                             "logprobs": None}
+                    bar.update(len(chunk))
+                    continue
+                suffixes, spans = [], []
+                for it in chunk:
+                    n_shifts = 4 if it["id"] in permuted else 1
+                    spans.append((len(suffixes), n_shifts))
+                    for r in range(n_shifts):
+                        order = permute(it["choices"], r)
+                        suffixes.append(format_question(it["question"], [it["choices"][i] for i in order]))
+                scores = scorer.score(prefix, suffixes, CONTINUATIONS)
+                for it, (first, n_shifts) in zip(chunk, spans):
+                    per_perm = scores[first:first + n_shifts]
+                    raw = per_perm[0]
+                    res = {"logprobs": dict(zip(LETTERS, raw)), "pred": LETTERS[_argmax(raw)]}
+                    if n_shifts == 4:
+                        content, prior = debias(per_perm)
+                        res["content_logprobs"] = dict(zip(LETTERS, content))
+                        res["letter_prior"] = prior
+                        res["debiased_pred"] = LETTERS[_argmax(content)]
+                    results[it["id"]] = res
                 bar.update(len(chunk))
-                continue
-            shifts = range(4) if use_perms else range(1)
-            suffixes = []
-            for it in chunk:
-                for r in shifts:
-                    order = permute(it["choices"], r)
-                    suffixes.append(format_question(it["question"], [it["choices"][i] for i in order]))
-            scores = scorer.score(prefix, suffixes, CONTINUATIONS)
-            n_perm = len(shifts)
-            for q, it in enumerate(chunk):
-                per_perm = scores[q * n_perm:(q + 1) * n_perm]
-                raw = per_perm[0]
-                res = {"logprobs": dict(zip(LETTERS, raw)), "pred": LETTERS[_argmax(raw)]}
-                if use_perms:
-                    content, prior = debias(per_perm)
-                    res["content_logprobs"] = dict(zip(LETTERS, content))
-                    res["letter_prior"] = prior
-                    res["debiased_pred"] = LETTERS[_argmax(content)]
-                    if method == "debiased":
-                        res["pred"] = res["debiased_pred"]
-                results[it["id"]] = res
-            bar.update(len(chunk))
     bar.close()
+
+    letter_prior = None
+    if use_perms:
+        priors = [results[i]["letter_prior"] for i in (it["id"] for it in test) if i in permuted]
+        mean_prior = [sum(p[j] for p in priors) / len(priors) for j in range(4)]
+        z = _logsumexp(mean_prior)
+        log_prior = [x - z for x in mean_prior]
+        letter_prior = {L: round(math.exp(x), 4) for L, x in zip(LETTERS, log_prior)}
+    for it in test:
+        res = results[it["id"]]
+        if method == "debiased" or (method == "pride" and it["id"] in permuted):
+            res["pred"] = res["debiased_pred"]
+        elif method == "pride":
+            # PriDe: observed (letter-normalized) log-prob minus the estimated log prior of the letter
+            raw = [res["logprobs"][L] for L in LETTERS]
+            z = _logsumexp(raw)
+            corrected = [x - z - lp for x, lp in zip(raw, log_prior)]
+            res["content_logprobs"] = dict(zip(LETTERS, corrected))
+            res["pred"] = LETTERS[_argmax(corrected)]
     seconds = time.perf_counter() - t0
 
     rows = []
@@ -484,26 +522,26 @@ def evaluate(test: Sequence[dict], dev: Sequence[dict], *, method: str = "loglik
                "correct": int(res["pred"] == it["answer"]), "logprobs": res["logprobs"]}
         if method == "generate":
             row["raw_output"] = res["raw_output"]
-        if use_perms:
+        if "content_logprobs" in res:
             row["content_logprobs"] = res["content_logprobs"]
-            if method == "loglik":
-                row["debiased_pred"] = res["debiased_pred"]
-                row["debiased_correct"] = int(res["debiased_pred"] == it["answer"])
+        if method == "pride":
+            row["calibration"] = int(it["id"] in permuted)
+        if method == "loglik" and use_perms:
+            row["debiased_pred"] = res["debiased_pred"]
+            row["debiased_correct"] = int(res["debiased_pred"] == it["answer"])
         rows.append(row)
 
     metrics = {"method": method, "k_shot": k_shot, **summarize(rows, "pred"), "seconds": round(seconds, 2)}
     if method == "generate":
         metrics["unparsed"] = sum(1 for r in rows if r["pred"] is None)
-    if use_perms:
-        priors = [results[it["id"]]["letter_prior"] for it in test]
-        mean_prior = [sum(p[j] for p in priors) / len(priors) for j in range(4)]
-        z = _logsumexp(mean_prior)
-        letter_prior = {L: round(math.exp(x - z), 4) for L, x in zip(LETTERS, mean_prior)}
-        if method == "loglik":
-            metrics["debiased"] = {**summarize(rows, "debiased_pred"), "letter_prior": letter_prior}
-            metrics["note"] = "loglik and debiased from one run (permutation 0 is the original order); seconds cover both"
-        else:
-            metrics["letter_prior"] = letter_prior
+    if method == "loglik" and use_perms:
+        metrics["debiased"] = {**summarize(rows, "debiased_pred"), "letter_prior": letter_prior}
+        metrics["note"] = "loglik and debiased from one run (permutation 0 is the original order); seconds cover both"
+    elif use_perms:
+        metrics["letter_prior"] = letter_prior
+    if method == "pride":
+        metrics["pride_fraction"] = pride_fraction
+        metrics["calibration_questions"] = len(permuted)
     return rows, metrics
 
 

@@ -6,11 +6,15 @@ dev split, first k in order). params.yaml `mmlu`:
   method         loglik (default): argmax log-likelihood of " A"/" B"/" C"/" D" (the harness's acc)
                  debiased: average per option content over the 4 cyclic permutations of the
                            options (cancels a fixed letter preference; Zheng et al., ICLR 2024)
+                 pride: the paper's cheaper PriDe: estimate the letter prior from the 4
+                        permutations of a fraction of the questions, debias the rest (1 pass each)
                  generate: greedy-generate a few tokens and parse the letter (unparsed = wrong)
   k_shot         few-shot examples per prompt (default 5)
   batch_size     sequences per forward pass (default 8)
   also_debiased  with method loglik, also report the debiased accuracy from the same run
                  (4x the question tokens; default false)
+  pride_fraction with method pride, the fraction of each subject's questions used to estimate
+                 the letter prior (default 0.25)
   max_new_tokens tokens generated per question with method generate (default 8)
 
 Writes per-question rows (JSONL: id, subject, answer, pred, correct, logprobs, ...) and metrics
@@ -66,6 +70,9 @@ def main(argv=None) -> int:
     also_debiased = cfg.get("also_debiased", False)
     if not isinstance(also_debiased, bool):
         raise UserError(f"params: mmlu.also_debiased must be true or false, got {also_debiased!r}")
+    pride_fraction = cfg.get("pride_fraction", 0.25)
+    if isinstance(pride_fraction, bool) or not isinstance(pride_fraction, (int, float)) or not 0 < pride_fraction <= 1:
+        raise UserError(f"params: mmlu.pride_fraction must be a number in (0, 1], got {pride_fraction!r}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {args.limit}")
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
@@ -92,6 +99,7 @@ def main(argv=None) -> int:
         scorer = mmlu.HFLetterScorer(model, tokenizer, batch_size=batch_size)
     rows, metrics = mmlu.evaluate(test, dev, method=method, k_shot=k_shot, scorer=scorer, generator=generator,
                                   batch_size=batch_size, also_debiased=also_debiased and method == "loglik",
+                                  pride_fraction=pride_fraction,
                                   progress=not args.no_progress)
     metrics = {"name": args.name, "adapter": str(args.adapter) if args.adapter else None, **metrics}
     if scorer is not None:

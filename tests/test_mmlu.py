@@ -158,6 +158,15 @@ def test_letter_bias_gives_chance_with_loglik_and_is_removed_by_debiasing():
     assert deb["bias"] <= 0.05
     assert deb["letter_prior"]["A"] > 0.5                     # the estimated prior finds the bias
     assert set(deb["by_subject"]) == {"philosophy", "high_school_computer_science"}
+    # PriDe: prior from the permutations of a quarter of the questions, the rest scored once
+    calls = []
+    counting = mmlu.FunctionScorer(lambda c, cs: calls.append(1) or scorer.fn(c, cs))
+    rows, pride = mmlu.evaluate(items, dev, method="pride", k_shot=1, scorer=counting, pride_fraction=0.25,
+                                progress=False)
+    assert pride["calibration_questions"] == 10 + 5
+    assert len(calls) == 15 * 4 + 45                          # 4 orders for calibration, 1 for the rest
+    assert pride["accuracy"] >= 0.95 and pride["letter_prior"]["A"] > 0.5
+    assert sum(r["calibration"] for r in rows) == 15
     # also_debiased: both in one run, loglik numbers unchanged
     rows, both = mmlu.evaluate(items, dev, method="loglik", k_shot=1, scorer=scorer, also_debiased=True,
                                progress=False)

@@ -88,9 +88,11 @@ def test_stage_generate_method(workdir, tiny_model_cfg):
     (lambda d, m: _write_jsonl(d / "dev.jsonl", [_item("philosophy", "dev", 0)]),
      "subject `philosophy` has 1 dev example"),
     (lambda d, m: _params(d, m, {"method": "majority_vote", "k_shot": 0, "batch_size": 1}),
-     "mmlu.method must be one of loglik, debiased, generate"),
+     "mmlu.method must be one of loglik, debiased, pride, generate"),
     (lambda d, m: _params(d, m, {"method": "loglik", "k_shot": -1, "batch_size": 1}), "mmlu.k_shot"),
     (lambda d, m: (d / "dev.jsonl").unlink(), "dev.jsonl: file not found"),
+    (lambda d, m: _params(d, m, {"method": "pride", "k_shot": 0, "batch_size": 1, "pride_fraction": 0}),
+     "mmlu.pride_fraction"),
 ])
 def test_stage_clear_errors(workdir, tiny_model_cfg, capsys, mutate, message):
     mutate(workdir, tiny_model_cfg)
