@@ -77,6 +77,26 @@ def test_extract_sql(text, expected):
     assert extract_sql(text) == expected
 
 
+# Verbatim outputs of SmolLM2-135M-Instruct (GGUF Q4_1, greedy) on Spider dev questions.
+REAL_OUTPUTS = [
+    ("SELECT SINGER_COUNT() as SINGER_COUNT\nFROM concert_singer\nWHERE SINGER_COUNT() > 1;<|im_end|>",
+     "SELECT SINGER_COUNT() as SINGER_COUNT\nFROM concert_singer\nWHERE SINGER_COUNT() > 1"),
+    ("To find the number of singers, we can use the `COUNT()` function in SQL. Here's how you can do it:\n\n"
+     "```sql\nSELECT SUM(Song_ID) AS TotalSong_ID, SUM(Song_ID) AS TotalSong_ID\nFROM (\n  SELECT SINGER_",
+     "SELECT SUM(Song_ID) AS TotalSong_ID, SUM(Song_ID) AS TotalSong_ID\nFROM (\n  SELECT SINGER_"),
+    ("SELECT AVG(age), MIN(age), MAX(age) FROM concert_singer;<|im_end|>",
+     "SELECT AVG(age), MIN(age), MAX(age) FROM concert_singer"),
+    ("To calculate the average age, we can use the `sum()` function to add up the ages of all singers and "
+     "divide it by the number of singers.\n\n```sql\nSELECT AVG(age) AS avg_age, MAX(age) AS max_age, AVG(age) AS",
+     "SELECT AVG(age) AS avg_age, MAX(age) AS max_age, AVG(age) AS"),
+]
+
+
+@pytest.mark.parametrize("text, expected", REAL_OUTPUTS)
+def test_real_small_model_outputs(text, expected):
+    assert extract_sql(text) == expected
+
+
 def test_small_model_rambling_output():
     # Shape of what a small chat model (SmolLM2-135M) produces: prose, then a query, then more.
     text = ("Here is a query that answers your question about the singers:\n\n"
