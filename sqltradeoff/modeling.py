@@ -83,8 +83,9 @@ def _cfg(model_cfg: dict) -> tuple[str, str | None, bool, Path]:
 
 
 def _looks_local(path: str) -> bool:
-    return (path.startswith((".", "/", "~")) or path.endswith(".gguf") or os.sep + os.sep in path
-            or path.count("/") > 1 or Path(os.path.expanduser(path)).exists())
+    """A filesystem path rather than a hub id (`org/name` or `name`)."""
+    return (path.startswith((".", "/", "~")) or path.endswith(".gguf") or path.count("/") > 1
+            or "\\" in path or Path(os.path.expanduser(path)).exists())
 
 
 def _offline_hint() -> str:

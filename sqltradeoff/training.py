@@ -212,6 +212,39 @@ def _live_callback(live):
 
 # ---------------------------------------------------------------- training
 
+def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The `SFTConfig` arguments of a run on the device `settings` (modeling.device_settings)."""
+    return dict(
+        output_dir=str(output_dir),
+        num_train_epochs=float(cfg["epochs"]),
+        max_steps=int(cfg["max_steps"]),
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["grad_accum"],
+        learning_rate=float(cfg["learning_rate"]),
+        lr_scheduler_type=cfg["lr_scheduler"],
+        warmup_steps=float(cfg["warmup_ratio"]),      # transformers 5: a float in [0, 1) is a ratio
+        optim=cfg["optim_cuda"] if settings.device == "cuda" else cfg["optim_cpu"],
+        bf16=settings.bf16,
+        fp16=False,
+        gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg["gradient_checkpointing"] else None,
+        max_length=cfg["max_length"],
+        completion_only_loss=True,
+        packing=False,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg["save_steps"],
+        save_total_limit=cfg["save_total_limit"],
+        seed=cfg["seed"],
+        data_seed=cfg["seed"],
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=settings.device == "cpu",
+    )
+
+
 def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, out_dir: str | os.PathLike,
           metrics_dir: str | os.PathLike, callbacks: list | None = None,
           trainer_hook: Callable | None = None) -> dict[str, Any]:
@@ -262,35 +295,10 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     digest = config_hash(cfg, model_cfg, file_sha256(data_path))
     resume_from = _prepare_checkpoints(ckpt_dir, digest)
 
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=float(cfg["epochs"]),
-        max_steps=int(cfg["max_steps"]),
-        per_device_train_batch_size=cfg["batch_size"],
-        gradient_accumulation_steps=cfg["grad_accum"],
-        learning_rate=float(cfg["learning_rate"]),
-        lr_scheduler_type=cfg["lr_scheduler"],
-        warmup_steps=float(cfg["warmup_ratio"]),      # transformers 5: a float in [0, 1) is a ratio
-        optim=cfg["optim_cuda"] if settings.device == "cuda" else cfg["optim_cpu"],
-        bf16=settings.bf16,
-        fp16=False,
-        gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg["gradient_checkpointing"] else None,
-        max_length=cfg["max_length"],
-        completion_only_loss=True,
-        packing=False,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg["save_steps"],
-        save_total_limit=cfg["save_total_limit"],
-        seed=cfg["seed"],
-        data_seed=cfg["seed"],
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        use_cpu=settings.device == "cpu",
-    )
+    try:
+        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
+    except ValueError as exc:   # unknown scheduler / optimizer name, ...
+        raise UserError(f"params: invalid training setting for run: {exc}") from None
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
     live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),

@@ -98,3 +98,28 @@ def test_gguf_conversion_cache_identical_logits_and_fast_reload(smollm2_cfg, smo
     assert tok(text, add_special_tokens=False)["input_ids"] == gtok(text, add_special_tokens=False)["input_ids"]
     # no temporary conversion directories are left behind
     assert not [p for p in Path(smollm2_cfg["cache_dir"]).iterdir() if ".tmp-" in p.name]
+
+
+def test_cuda_4bit_loading_arguments(monkeypatch, tiny_model_cfg):
+    """CUDA cannot run here: check what load_model asks transformers for on a GPU with load_in_4bit."""
+    import transformers
+
+    seen = {}
+
+    def fake_from_pretrained(where, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(UserError):
+        load_model({**tiny_model_cfg, "load_in_4bit": True})
+    q = seen["quantization_config"]
+    assert seen["dtype"] == torch.bfloat16 and seen["device_map"] == {"": 0}
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16
+    seen.clear()
+    with pytest.raises(UserError):
+        load_model({**tiny_model_cfg, "load_in_4bit": False})
+    assert seen["dtype"] == torch.bfloat16 and "quantization_config" not in seen

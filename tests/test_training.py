@@ -203,3 +203,24 @@ def test_train_cli_end_to_end(tiny_model_cfg, tok, tmp_path):
     bad = _run_train(proj, "--run", "run7", "--data", "data/formatted/train.jsonl", "--out", "models/run7")
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "run7" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_cuda_and_cpu_training_arguments():
+    """CUDA cannot run here: check the arguments chosen for it (bf16, paged 8-bit AdamW) and for CPU."""
+    from sqltradeoff.modeling import DeviceSettings
+    from sqltradeoff.training import sft_config_kwargs
+
+    cuda = sft_config_kwargs(CFG, DeviceSettings("cuda", torch.bfloat16, True), "ck")
+    assert cuda["bf16"] is True and cuda["optim"] == "paged_adamw_8bit" and cuda["use_cpu"] is False
+    cpu = sft_config_kwargs(CFG, DeviceSettings("cpu", torch.float32, False), "ck")
+    assert cpu["bf16"] is False and cpu["fp16"] is False and cpu["optim"] == "adamw_torch" and cpu["use_cpu"]
+    assert cpu["gradient_checkpointing"] is False          # TRL's default (on) is overridden
+    assert cpu["completion_only_loss"] is True and cpu["packing"] is False
+    from trl import SFTConfig
+    args = SFTConfig(**cpu)                                # valid for this TRL / transformers
+    assert args.bf16 is False and args.max_length == CFG["max_length"]
+
+
+def test_unknown_scheduler_is_user_error(tiny_model_cfg, data, tmp_path):
+    with pytest.raises(UserError, match="invalid training setting"):
+        train({**CFG, "lr_scheduler": "zigzag"}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
