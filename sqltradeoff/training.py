@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -259,12 +258,17 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     if not rows:
         raise UserError(f"{data_path}: no training examples")
 
-    import torch
     from transformers import set_seed
+    from trl import SFTConfig
 
     from .modeling import device_settings, load_model
 
     settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
+    ckpt_dir = out_dir / "checkpoints"
+    try:   # checked before anything slow or destructive
+        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
+    except ValueError as exc:   # unknown scheduler / optimizer name, ...
+        raise UserError(f"params: invalid training setting: {exc}") from None
     set_seed(cfg["seed"])
     model, tokenizer = load_model(model_cfg, for_training=True)
     examples, data_stats = tokenize_examples(rows, tokenizer, cfg["max_length"])
@@ -278,7 +282,7 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
 
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     if settings.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"])
@@ -291,14 +295,9 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     if cfg["gradient_checkpointing"]:
         model.enable_input_require_grads()
 
-    ckpt_dir = out_dir / "checkpoints"
     digest = config_hash(cfg, model_cfg, file_sha256(data_path))
     resume_from = _prepare_checkpoints(ckpt_dir, digest)
 
-    try:
-        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
-    except ValueError as exc:   # unknown scheduler / optimizer name, ...
-        raise UserError(f"params: invalid training setting for run: {exc}") from None
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
     live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
