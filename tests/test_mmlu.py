@@ -345,3 +345,38 @@ def test_hf_generator_and_evaluate_on_tiny_model(conftest_llama):
     rows, metrics = mmlu.evaluate(_questions(3), DEV, method="generate", k_shot=1, generator=gen, progress=False)
     assert metrics["n"] == 3 and all(isinstance(r["raw_output"], str) for r in rows)
     assert metrics["unparsed"] == sum(r["pred"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_real_tokenizer_takes_the_fast_path_and_matches_naive(smollm2_gguf, tmp_path):
+    """SmolLM2-135M (GGUF): " A".." D" are single tokens after "Answer:", so one forward per
+    question; the cached-prefix numbers equal a naive full forward on real MMLU dev questions."""
+    import os
+    from pathlib import Path
+
+    from sqltradeoff import data
+    from sqltradeoff.modeling import load_model
+
+    shared = os.environ.get("SQLTRADEOFF_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    root = Path(shared) / "mmlu" / "data" / "dev"
+    if not (root / "philosophy_dev.csv").is_file():
+        pytest.skip(f"MMLU mirror not present under {root}")
+    dev = data.read_mmlu_csv(root / "philosophy_dev.csv", "philosophy", "dev")
+    model, tok = load_model({"path": str(smollm2_gguf), "revision": "main", "load_in_4bit": False,
+                             "cache_dir": str(mmlu_cache_dir(tmp_path))})
+    prefix = mmlu.fewshot_prefix("philosophy", dev, 2)
+    items = dev[2:5]
+    suffixes = [mmlu.format_question(it["question"], it["choices"]) for it in items]
+    scorer = mmlu.HFLetterScorer(model, tok, batch_size=2)
+    got = scorer.score(prefix, suffixes, mmlu.CONTINUATIONS)
+    assert scorer.stats["fast_rows"] == 3 and scorer.stats["general_rows"] == 0
+    ref = [[mmlu.naive_loglikelihood(model, tok, prefix + s, c) for c in mmlu.CONTINUATIONS] for s in suffixes[:2]]
+    assert max(abs(a - b) for ra, rb in zip(got, ref) for a, b in zip(ra, rb)) < 1e-4
+
+
+def mmlu_cache_dir(tmp_path):
+    """The repo's GGUF conversion cache when it exists (fast reload), else a temporary one."""
+    from pathlib import Path
+
+    repo_cache = Path(__file__).resolve().parents[1] / ".cache" / "models"
+    return repo_cache if repo_cache.is_dir() else tmp_path
