@@ -169,7 +169,8 @@ LOGGED = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_inpu
 
 
 def _open_live(metrics_dir: Path, resume_step: int | None):
-    """A DVCLive logger in `metrics_dir` (no dvc.yaml edits, no experiment commits).
+    """A DVCLive logger in `metrics_dir` (no dvc.yaml edits, no experiment commits, no params file:
+    only metrics.json and plots/, the outputs dvc.yaml declares; the config is in training_info.json).
 
     On resume, rows logged after the resumed checkpoint (by the interrupted run) are dropped so the
     plots hold each optimizer step once."""
@@ -189,10 +190,6 @@ def _live_callback(live):
 
     class LiveCallback(TrainerCallback):
         """Log the per-step training series to DVCLive with the optimizer step as x axis."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            live.log_params({"train_args": {k: v for k, v in args.to_dict().items()
-                                            if isinstance(v, (int, float, str, bool)) or v is None}})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:

@@ -5,7 +5,8 @@ Each --job IN OUT reads IN (JSONL: id, db_id, question, gold_sql, hardness, prom
 already rendered with the chat template) and writes OUT (JSONL: id, db_id, question, gold_sql,
 pred_sql, raw_output, hardness), in IN's order. pred_sql is extracted from the raw output with
 sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens.
-Generation statistics (wall time, tokens/s) go to stderr and to OUT's sidecar <name>.stats.json.
+Generation statistics (wall time, tokens/s) go to stderr as one JSON line per job, and with
+--stats-dir DIR also to DIR/<OUT name>.json (e.g. metrics/predict/run1.json).
 
 Example:
   python stages/predict.py --adapter models/run1/adapter \\
@@ -30,13 +31,14 @@ def parse_args(argv=None):
                     help="input prompts JSONL and output predictions JSONL (repeatable)")
     ap.add_argument("--adapter", default=None, help="PEFT adapter directory (models/RUN/adapter); default: base model")
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ap.add_argument("--stats-dir", default=None,
+                    help="also write each job's generation statistics to DIR/<OUT name>.json")
     ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each job (smoke tests)")
     return ap.parse_args(argv)
 
 
-def stats_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + ".stats.json")
+def stats_path(stats_dir: str | Path, out: str | Path) -> Path:
+    return Path(stats_dir) / (Path(out).stem + ".json")
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -90,7 +92,8 @@ def main(argv=None):
                  for r, raw in zip(rows, outputs)]
         write_jsonl(dst, preds)
         info = {"input": str(src), "output": str(dst), "adapter": args.adapter, **stats.as_dict()}
-        write_json(stats_path(dst), info)
+        if args.stats_dir:
+            write_json(stats_path(args.stats_dir, dst), info)
         print(json.dumps(info), file=sys.stderr)
     return 0
 

@@ -131,7 +131,8 @@ def test_predict_cli_end_to_end(tiny, tiny_model_cfg, tmp_path):
     model, tok = tiny
     rows = _eval_rows(tok)
     proj = _write_project(tmp_path, tiny_model_cfg, rows)
-    res = _run_predict(proj, "--job", "eval.jsonl", "out/a.jsonl", "--job", "eval.jsonl", "out/b.jsonl")
+    res = _run_predict(proj, "--job", "eval.jsonl", "out/a.jsonl", "--job", "eval.jsonl", "out/b.jsonl",
+                       "--stats-dir", "stats")
     assert res.returncode == 0, res.stderr
     from sqltradeoff.extract import extract_sql
     expected = generate(model, tok, [r["prompt"] for r in rows], batch_size=1, max_new_tokens=6, progress=False)[0]
@@ -141,9 +142,10 @@ def test_predict_cli_end_to_end(tiny, tiny_model_cfg, tmp_path):
         assert set(preds[0]) == {"id", "db_id", "question", "gold_sql", "pred_sql", "raw_output", "hardness"}
         assert [p["raw_output"] for p in preds] == expected
         assert [p["pred_sql"] for p in preds] == [extract_sql(e) for e in expected]
-        stats = json.loads((proj / "out" / f"{name}.stats.json").read_text())
+        stats = json.loads((proj / "stats" / f"{name}.json").read_text())
         assert stats["prompts"] == 5 and stats["tokens_per_s"] > 0
     assert res.stderr.count('"tokens_per_s"') == 2
+    assert sorted(p.name for p in (proj / "out").iterdir()) == ["a.jsonl", "b.jsonl"]   # nothing else
 
 
 def test_predict_cli_bad_input_exits_2_and_writes_nothing(tiny, tiny_model_cfg, tmp_path):

@@ -198,6 +198,8 @@ def test_train_cli_end_to_end(tiny_model_cfg, tok, tmp_path):
     assert metrics["steps"] == 3 and "wall_time_s" in metrics
     assert (proj / "metrics/train/run1/plots/metrics/loss.tsv").is_file()
     assert not (proj / "dvc.yaml").exists()          # DVCLive must not write a dvc.yaml
+    # only the outputs dvc.yaml declares (metrics.json, plots/) are in the DVCLive directory
+    assert sorted(p.name for p in (proj / "metrics/train/run1").iterdir()) == ["metrics.json", "plots"]
     assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == 3
 
     bad = _run_train(proj, "--run", "run7", "--data", "data/formatted/train.jsonl", "--out", "models/run7")
