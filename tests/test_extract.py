@@ -77,8 +77,15 @@ def test_extract_sql(text, expected):
     assert extract_sql(text) == expected
 
 
-# Verbatim outputs of SmolLM2-135M-Instruct (GGUF Q4_1, greedy) on Spider dev questions.
+# Verbatim outputs of Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M) and SmolLM2-135M-Instruct (GGUF Q4_1),
+# greedy, on Spider dev questions.
 REAL_OUTPUTS = [
+    ("To find the number of singers in the `concert_singer` table, you can use the following SQLite query:\n\n```sql\nSELECT count(*) FROM concert_singer;\n```\n\nThis query uses the `count(*)` function to count the number of rows in the `concert_singer` table, which corresponds to the number of singers.<|im_end|>",
+     "SELECT count(*) FROM concert_singer"),
+    ("To answer this question, you can use the following SQLite query:\n\n```sql\nSELECT singer_name, country\nFROM concert_singer\nWHERE song_title LIKE '%Hey%';\n```\n\nThis query selects the `singer_name` and `country` columns from the `concert_singer` table where the `song_title` contains the word 'Hey'. The `LIKE` operator is used to match",
+     "SELECT singer_name, country\nFROM concert_singer\nWHERE song_title LIKE '%Hey%'"),
+    ("To retrieve the name of the airport with the code 'AKO' from the database `flight_2`, you can use the following SQL query:\n\n```sql\nSELECT name\nFROM flight_2\nWHERE code = 'AKO';\n```\n\nThis query selects the `name` column from the `flight_2` table where the `code` column matches 'AKO'.<|im_end|>",
+     "SELECT name\nFROM flight_2\nWHERE code = 'AKO'"),
     ("SELECT SINGER_COUNT() as SINGER_COUNT\nFROM concert_singer\nWHERE SINGER_COUNT() > 1;<|im_end|>",
      "SELECT SINGER_COUNT() as SINGER_COUNT\nFROM concert_singer\nWHERE SINGER_COUNT() > 1"),
     ("To find the number of singers, we can use the `COUNT()` function in SQL. Here's how you can do it:\n\n"
