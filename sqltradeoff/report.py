@@ -5,6 +5,13 @@ comes with its uncertainty: bootstrap intervals over questions for accuracies, p
 intervals and exact McNemar tests for the difference between a run and the base model on the
 same questions. Conclusions are phrased from those numbers only.
 
+MMLU: every model must have been scored with the same method and shot count (else `UserError`);
+that method (`mmlu.method`, lm-evaluation-harness `loglik` by default) gives the primary numbers
+and the forgetting comparison. Where the rows also carry `debiased_pred`/`debiased_correct`
+(`mmlu.also_debiased`), MMLU is analysed a second time under the debiased method (summary
+`mmlu_debiased`, runs' `mmlu_debiased_*`), and the report shows each model's predicted answer
+letters against the gold ones and the bias figure under both methods.
+
 All inputs are read and checked before anything is written: a missing or malformed input
 raises `UserError` (naming the file and the stage that produces it) and leaves the previous
 outputs untouched.
@@ -74,6 +81,7 @@ class Inputs:
     mmlu_meta: dict[str, dict]
     train: dict[str, dict]                     # run -> {"steps": [...], "loss": [...], "source": str}
     warnings: list[str] = field(default_factory=list)
+    mmlu_params: dict = field(default_factory=dict)   # params.yaml `mmlu` (cross-check of the method)
 
     @property
     def spider_models(self) -> list[str]:
@@ -223,8 +231,9 @@ def load_inputs(params: dict, paths: Paths = Paths()) -> Inputs:
         spider_meta[name] = read_json(mpath) if mpath.is_file() else None
     mmlu, mmlu_meta = {}, {}
     for name in [MMLU_BASE, *runs]:
-        mmlu[name] = _read_rows(_require(paths.mmlu_rows / f"{name}.jsonl", "mmlu", name),
-                                ("id", "subject", "answer", "pred", "correct"), ("correct",))
+        rpath = _require(paths.mmlu_rows / f"{name}.jsonl", "mmlu", name)
+        mmlu[name] = _read_rows(rpath, ("id", "subject", "answer", "pred", "correct"), ("correct",))
+        _check_debiased_fields(mmlu[name], rpath, name)
         meta = read_json(_require(paths.mmlu_metrics / f"{name}.json", "mmlu", name))
         if not isinstance(meta, dict):
             raise UserError(f"{paths.mmlu_metrics / (name + '.json')}: expected a JSON object")
@@ -234,7 +243,30 @@ def load_inputs(params: dict, paths: Paths = Paths()) -> Inputs:
         t = read_train_loss(paths.train / run, warnings)
         if t is not None:
             train[run] = t
-    return Inputs(settings, runs, scores, preds, spider_meta, mmlu, mmlu_meta, train, warnings)
+    mmlu_params = params.get("mmlu") if isinstance(params.get("mmlu"), dict) else {}
+    return Inputs(settings, runs, scores, preds, spider_meta, mmlu, mmlu_meta, train, warnings, mmlu_params)
+
+
+def _check_debiased_fields(rows: dict[str, dict], path: Path, name: str) -> None:
+    """Rows scored with `mmlu.also_debiased` carry `debiased_pred`/`debiased_correct` on every row.
+
+    All or none: a file where only some rows have them is malformed (a truncated or hand-merged
+    file), and `debiased_correct` must be 0/1 and agree with `debiased_pred == answer`.
+    """
+    have = [i for i, r in rows.items() if "debiased_correct" in r]
+    if not have:
+        return
+    if len(have) != len(rows):
+        lack = [i for i, r in rows.items() if "debiased_correct" not in r]
+        raise UserError(f"{path}: {len(have)} row(s) carry `debiased_correct` but {len(lack)} do not "
+                        f"(e.g. {', '.join(lack[:3])}); the file is incomplete: rerun stage `{_stage('mmlu', name)}`")
+    for lineno, (i, r) in enumerate(rows.items(), 1):
+        r["debiased_correct"] = _bit(r["debiased_correct"], path, lineno, "debiased_correct")
+        if "debiased_pred" not in r:
+            raise UserError(f"{path}:{lineno}: row {i!r} has `debiased_correct` but no `debiased_pred`")
+        if r["debiased_correct"] != int(_letter(r["debiased_pred"]) == _letter(r["answer"]) != "none"):
+            raise UserError(f"{path}:{lineno}: row {i!r}: debiased_correct={r['debiased_correct']} disagrees with "
+                            f"debiased_pred={r['debiased_pred']!r} and answer={r['answer']!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,46 +361,75 @@ def _letter(x: Any) -> str:
     return str(x).strip().upper() if x is not None and str(x).strip().upper() in LETTERS else "none"
 
 
-def analyse_mmlu(inp: Inputs) -> dict:
+DEBIASED = "debiased"
+
+
+def _bias(pred: Counter, gold: Counter, n: int) -> float:
+    """Largest |predicted-letter frequency - gold frequency| over A-D (as in sqltradeoff.mmlu.summarize)."""
+    return max(abs(pred.get(x, 0) - gold.get(x, 0)) / n for x in LETTERS)
+
+
+def _chance(ci: stats.Interval) -> str:
+    return ("below chance" if ci.high < CHANCE else
+            "consistent with chance" if ci.low <= CHANCE else "above chance")
+
+
+def _meta_count_agrees(meta: dict, n_correct: int, n: int) -> bool:
+    """metrics/mmlu/<name>.json against the rows: n_correct if given, else accuracy (rounded to 4 places there)."""
+    if isinstance(meta.get("n_correct"), int) and not isinstance(meta.get("n_correct"), bool):
+        return meta["n_correct"] == n_correct and meta.get("n", n) == n
+    acc = meta.get("accuracy")
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool):
+        return True
+    return abs(float(acc) - n_correct / n) <= 5e-5 and meta.get("n", n) == n
+
+
+def _analyse_mmlu_method(inp: Inputs, method: str, k_shot: Any, names: list[str], pred_key: str,
+                         correct_key: str) -> dict:
+    """Accuracies with CIs, letter distributions and bias per model; run vs base comparisons.
+
+    One method: the outcome of each question is `row[correct_key]`, its answer `row[pred_key]`.
+    """
     s = inp.settings
     models: dict[str, dict] = {}
     subjects: set[str] = set()
-    for name in inp.mmlu_models:
+    for name in names:
         rows = inp.mmlu[name]
-        ci = _ci([r["correct"] for r in rows.values()], s)
+        outcomes = [r[correct_key] for r in rows.values()]
+        ci = _ci(outcomes, s)
         by_s: dict[str, list[int]] = {}
         for r in rows.values():
-            by_s.setdefault(str(r["subject"]), []).append(r["correct"])
+            by_s.setdefault(str(r["subject"]), []).append(r[correct_key])
         subjects |= set(by_s)
-        pred = Counter(_letter(r["pred"]) for r in rows.values())
+        pred = Counter(_letter(r[pred_key]) for r in rows.values())
         gold = Counter(_letter(r["answer"]) for r in rows.values())
         top, top_n = max(sorted(pred.items()), key=lambda kv: kv[1])
-        meta = inp.mmlu_meta[name]
-        chance = ("below chance" if ci.high < CHANCE else
-                  "consistent with chance" if ci.low <= CHANCE else "above chance")
         models[name] = {
             "accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "ci_method": ci.method,
-            "n": len(rows), "n_correct": sum(r["correct"] for r in rows.values()),
+            "n": len(rows), "n_correct": sum(outcomes),
             "by_subject": {sub: _subject_cell(v, s) for sub, v in by_s.items()},
             "pred_distribution": {k: pred.get(k, 0) for k in (*LETTERS, "none") if k in LETTERS or pred.get(k)},
             "gold_distribution": {k: gold.get(k, 0) for k in LETTERS},
+            "bias": _bias(pred, gold, len(rows)),
             "top_pred_letter": top, "top_pred_share": top_n / len(rows),
             "gold_share_of_top": gold.get(top, 0) / len(rows),
-            "chance": chance,
-            "method": meta.get("method", "unknown"), "k_shot": meta.get("k_shot"),
+            "chance": _chance(ci),
+            "method": method, "k_shot": k_shot,
         }
-        if abs(float(meta.get("accuracy", ci.estimate)) - ci.estimate) > 1e-6:
-            inp.warnings.append(f"metrics/mmlu/{name}.json says accuracy={meta.get('accuracy')} but "
-                                f"data/mmlu/{name}.jsonl gives {ci.estimate:.6f}: one is stale; "
+        meta = inp.mmlu_meta[name]
+        if method != meta.get("method"):
+            meta = meta.get(DEBIASED) if isinstance(meta.get(DEBIASED), dict) else {}
+        if not _meta_count_agrees(meta, sum(outcomes), len(rows)):
+            where = "" if meta is inp.mmlu_meta[name] else f" (`{DEBIASED}` part)"
+            inp.warnings.append(f"metrics/mmlu/{name}.json{where} says accuracy={meta.get('accuracy')} "
+                                f"(n_correct={meta.get('n_correct')}) but data/mmlu/{name}.jsonl gives "
+                                f"{ci.estimate:.6f} ({sum(outcomes)}/{len(rows)}) under {method}: one is stale; "
                                 f"this report uses the per-question rows")
-    methods = {(m["method"], m["k_shot"]) for m in models.values()}
-    if len(methods) > 1:
-        inp.warnings.append("MMLU was scored with different methods across models "
-                            f"({', '.join(f'{m}/{k}-shot' for m, k in sorted(methods, key=str))}): "
-                            f"changes vs base mix methods and are not comparable")
-    correct = {m: {i: r["correct"] for i, r in inp.mmlu[m].items()} for m in inp.mmlu_models}
+    correct = {m: {i: r[correct_key] for i, r in inp.mmlu[m].items()} for m in names}
     comps, subj_comps = {}, {}
-    for run in inp.runs:
+    for run in names:
+        if run == MMLU_BASE:
+            continue
         comps[run] = compare(correct[MMLU_BASE], correct[run], f"data/mmlu/{MMLU_BASE}.jsonl",
                              f"data/mmlu/{run}.jsonl", s)
         subj_comps[run] = {}
@@ -377,9 +438,53 @@ def analyse_mmlu(inp: Inputs) -> dict:
             subj_comps[run][sub] = compare({i: correct[MMLU_BASE][i] for i in keep},
                                            {i: correct[run][i] for i in keep},
                                            f"base/{sub}", f"{run}/{sub}", s)
-    base = models[MMLU_BASE]
     return {"models": models, "compare": comps, "subject_compare": subj_comps,
-            "subjects": sorted(subjects), "method": base["method"], "k_shot": base["k_shot"]}
+            "subjects": sorted(subjects), "method": method, "k_shot": k_shot}
+
+
+def analyse_mmlu(inp: Inputs) -> dict:
+    """MMLU under the method every model was scored with (the primary numbers, used for forgetting)
+    and, where the rows carry `debiased_correct` (`mmlu.also_debiased`), a second time under the
+    debiased method (`result["debiased"]`, None when the base model has no debiased outcomes).
+
+    Models scored with different methods or shot counts cannot be compared: UserError.
+    """
+    kinds = {name: (inp.mmlu_meta[name].get("method", "unknown"), inp.mmlu_meta[name].get("k_shot"))
+             for name in inp.mmlu_models}
+    method, k_shot = kinds[MMLU_BASE]
+    odd = [name for name, mk in kinds.items() if mk != (method, k_shot)]
+    if odd:
+        raise UserError(
+            "MMLU was scored with different methods across models ("
+            + ", ".join(f"{n}: {m}/{k}-shot" for n, (m, k) in kinds.items())
+            + f"): a run's change vs base would mix methods. Rerun "
+            + ", ".join(f"`dvc repro {_stage('mmlu', n)}`" for n in odd)
+            + " with the same params.yaml `mmlu` as the base model")
+    want = inp.mmlu_params.get("method")
+    if want is not None and want != method:
+        inp.warnings.append(f"params.yaml mmlu.method is {want!r} but data/mmlu/ was scored with {method!r}: "
+                            f"the MMLU files are stale; this report uses {method!r} (rerun the mmlu stages)")
+    want_k = inp.mmlu_params.get("k_shot")
+    if want_k is not None and want_k != k_shot:
+        inp.warnings.append(f"params.yaml mmlu.k_shot is {want_k!r} but data/mmlu/ was scored {k_shot}-shot: "
+                            f"the MMLU files are stale")
+    mm = _analyse_mmlu_method(inp, method, k_shot, inp.mmlu_models, "pred", "correct")
+    mm["debiased"] = None
+    if method == DEBIASED:
+        return mm
+    has = [n for n in inp.mmlu_models if all("debiased_correct" in r for r in inp.mmlu[n].values())]
+    if MMLU_BASE not in has:
+        if has:
+            inp.warnings.append(f"data/mmlu/{MMLU_BASE}.jsonl has no debiased outcomes (mmlu.also_debiased) but "
+                                f"{', '.join(has)} do: no debiased comparison; rerun `dvc repro mmlu_base`")
+        return mm
+    for n in inp.mmlu_models:
+        if n not in has:
+            inp.warnings.append(f"data/mmlu/{n}.jsonl has no debiased outcomes (scored without "
+                                f"mmlu.also_debiased): {n} is compared under {method} only; rerun "
+                                f"`dvc repro {_stage('mmlu', n)}`")
+    mm["debiased"] = _analyse_mmlu_method(inp, DEBIASED, k_shot, has, "debiased_pred", "debiased_correct")
+    return mm
 
 
 def _subject_cell(v: list[int], s: Settings) -> dict:
@@ -403,31 +508,49 @@ def build_summary(inp: Inputs, sp: dict, mm: dict) -> dict:
             "by_hardness": {h: {"ex": _r(c["ex"]), "n": c["n"]} for h, c in m["by_hardness"].items()},
             "errors": m["errors"],
         }
-    out["mmlu"] = {"method": mm["method"], "k_shot": mm["k_shot"], "chance": CHANCE}
-    for name, m in mm["models"].items():
-        out["mmlu"][name] = {
-            "accuracy": _r(m["accuracy"]), "ci_low": _r(m["ci_low"]), "ci_high": _r(m["ci_high"]),
-            "n": m["n"], "top_pred_letter": m["top_pred_letter"], "top_pred_share": _r(m["top_pred_share"]),
-            "by_subject": {sub: {k: _r(v) if k != "n" else v for k, v in c.items()}
-                           for sub, c in sorted(m["by_subject"].items())},
-        }
+    deb = mm["debiased"]
+    out["settings"]["mmlu_comparison_method"] = mm["method"]
+    out["mmlu"] = _mmlu_summary(mm)
+    if deb is not None:
+        out["mmlu_debiased"] = _mmlu_summary(deb)
     fs = sp["compare"]["base_fewshot"]
     out["fewshot_vs_zeroshot"] = _cmp_flat("ex", fs)
     out["runs"] = {}
     for run in inp.runs:
         e, q = sp["compare"][run], mm["compare"][run]
         flat = {**_cmp_flat("ex", e), **_cmp_flat("mmlu", q)}
-        flat["mmlu_by_subject"] = {
-            sub: {"change_pp": _r(c["change_pp"]), "change_rel_pct": _r(c["change_rel_pct"]),
-                  "ci_low_pp": _r(c["ci_low_pp"]), "ci_high_pp": _r(c["ci_high_pp"]),
-                  "mcnemar_p": c["mcnemar_p"]}
-            for sub, c in sorted(mm["subject_compare"][run].items())}
+        flat["mmlu_by_subject"] = _subject_changes(mm["subject_compare"][run])
+        if deb is not None and run in deb["compare"]:
+            flat.update(_cmp_flat("mmlu_debiased", deb["compare"][run]))
+            flat["mmlu_debiased_by_subject"] = _subject_changes(deb["subject_compare"][run])
         if run in inp.train:
             t = inp.train[run]
             flat["train_final_loss"] = _r(t["loss"][-1])
             flat["train_last_step"] = t["steps"][-1]
         out["runs"][run] = flat
     return out
+
+
+def _mmlu_summary(mm: dict) -> dict:
+    out: dict[str, Any] = {"method": mm["method"], "k_shot": mm["k_shot"], "chance": CHANCE}
+    for name, m in mm["models"].items():
+        out[name] = {
+            "accuracy": _r(m["accuracy"]), "ci_low": _r(m["ci_low"]), "ci_high": _r(m["ci_high"]),
+            "n": m["n"], "n_correct": m["n_correct"], "chance": m["chance"],
+            "top_pred_letter": m["top_pred_letter"], "top_pred_share": _r(m["top_pred_share"]),
+            "pred_distribution": m["pred_distribution"], "gold_distribution": m["gold_distribution"],
+            "bias": _r(m["bias"]),
+            "by_subject": {sub: {k: _r(v) if k != "n" else v for k, v in c.items()}
+                           for sub, c in sorted(m["by_subject"].items())},
+        }
+    return out
+
+
+def _subject_changes(comps: dict[str, dict]) -> dict:
+    return {sub: {"change_pp": _r(c["change_pp"]), "change_rel_pct": _r(c["change_rel_pct"]),
+                  "ci_low_pp": _r(c["ci_low_pp"]), "ci_high_pp": _r(c["ci_high_pp"]),
+                  "mcnemar_p": c["mcnemar_p"]}
+            for sub, c in sorted(comps.items())}
 
 
 def _cmp_flat(prefix: str, c: dict) -> dict:
@@ -495,24 +618,52 @@ def _run_desc(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "train defaults"
 
 
+def _chance_words(m: dict, cl: str) -> str:
+    """`is consistent with chance (25%)` and what that means, for one model under one method."""
+    if m["chance"] == "consistent with chance":
+        return (f"is consistent with chance (25%): 25% lies inside its {cl} CI, so this accuracy cannot be "
+                f"told apart from guessing")
+    return f"is {m['chance']} (25%)"
+
+
+def _acc_ci(m: dict) -> str:
+    return f"{_pct(m['accuracy'])} {_ci_pct(m['ci_low'], m['ci_high'])}"
+
+
 def conclusions(inp: Inputs, sp: dict, mm: dict) -> list[str]:
     cl = inp.settings.cl
+    deb = mm["debiased"]
     mdesc = f"MMLU ({mm['method']}, {mm['k_shot']}-shot)"
     lines = []
     for run, ov in inp.runs.items():
         e, q = sp["compare"][run], mm["compare"][run]
-        lines.append(f"- **{run}** ({_run_desc(ov)}): "
-                     + _diff_sentence("Spider execution accuracy", e, cl, "base zero-shot") + " "
-                     + _diff_sentence(mdesc, q, cl, "base"))
+        line = (f"- **{run}** ({_run_desc(ov)}): "
+                + _diff_sentence("Spider execution accuracy", e, cl, "base zero-shot") + " "
+                + _diff_sentence(mdesc, q, cl, "base"))
+        if deb is not None and run in deb["compare"]:
+            line += " " + _diff_sentence(f"MMLU ({DEBIASED}, {deb['k_shot']}-shot)", deb["compare"][run], cl, "base")
+        elif deb is not None:
+            line += f" MMLU ({DEBIASED}): not available for {run} (no debiased outcomes in its rows)."
+        lines.append(line)
+    if deb is not None:
+        lines.append(f"- Forgetting is measured with `{mm['method']}` for every model (lm-evaluation-harness "
+                     f"compatible when `loglik`); the `{DEBIASED}` figures (same questions, the 4 cyclic orders of "
+                     f"the options averaged per option content) are shown beside it because a run can gain or "
+                     f"lose `{mm['method']}` accuracy just by changing its favourite answer letter.")
+    else:
+        lines.append(f"- Forgetting is measured with `{mm['method']}` ({mm['k_shot']}-shot) for every model.")
     fs = sp["compare"]["base_fewshot"]
     lines.append("- **base few-shot** vs base zero-shot: " + _diff_sentence("execution accuracy", fs, cl, "zero-shot"))
     for name, m in mm["models"].items():
-        note = (f"- MMLU of **{name}**: {_pct(m['accuracy'])} ({cl} CI {_ci_pct(m['ci_low'], m['ci_high'])}, "
-                f"n={m['n']}) is {m['chance']} (25%)")
+        note = (f"- MMLU of **{name}** ({mm['method']}): {_pct(m['accuracy'])} ({cl} CI "
+                f"{_ci_pct(m['ci_low'], m['ci_high'])}, n={m['n']}) {_chance_words(m, cl)}")
         if m["chance"] == "below chance":
             note += "; a score below chance points at answer extraction, not at the model"
         note += (f". It answers {m['top_pred_letter']} for {_pct(m['top_pred_share'])} of questions "
                  f"(gold answer is {m['top_pred_letter']} for {_pct(m['gold_share_of_top'])}).")
+        d = deb["models"].get(name) if deb is not None else None
+        if d is not None:
+            note += f" Under the {DEBIASED} method: {_pct(d['accuracy'])} ({cl} CI {_ci_pct(d['ci_low'], d['ci_high'])}), which {_chance_words(d, cl)}."
         lines.append(note)
     if len(inp.runs) > 1:
         lines.append(f"- p-values are per comparison, not corrected for the {len(inp.runs)} runs compared "
@@ -551,6 +702,74 @@ def _fence(text: str) -> str:
     return "    ```sql\n" + "\n".join("    " + ln for ln in body.splitlines()) + "\n    ```"
 
 
+def _mmlu_table(inp: Inputs, mm: dict) -> list[str]:
+    runs = [r for r in inp.runs if r in mm["models"]]
+    header = ["subject", "base"]
+    for run in runs:
+        header += [run, f"{run} change", f"{run} relative"]
+    rows = []
+    for sub in [*mm["subjects"], "overall"]:
+        def cell(name):
+            m = mm["models"][name]
+            c = m if sub == "overall" else m["by_subject"].get(sub)
+            if c is None:
+                return "—"
+            return f"{_pct(c['accuracy'])} {_ci_pct(c['ci_low'], c['ci_high'])} (n={c['n']})"
+        row = [sub, cell(MMLU_BASE)]
+        for run in runs:
+            c = mm["compare"][run] if sub == "overall" else mm["subject_compare"][run].get(sub)
+            row += [cell(run),
+                    "—" if c is None else f"{_pp(c['change_pp'])} [{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}], p={_p(c['mcnemar_p'])}",
+                    "—" if c is None else _relf(c["change_rel_pct"])]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _letter_bias_section(inp: Inputs, mm: dict) -> list[str]:
+    """Per model and method: accuracy, predicted letters vs gold, the bias figure, a one-line reading."""
+    cl = inp.settings.cl
+    methods = [mm] + ([mm["debiased"]] if mm["debiased"] is not None else [])
+    L = ["## MMLU answer-letter bias", "",
+         "How often each model predicts each answer letter, against how often each letter is the gold "
+         "answer. Bias = the largest |predicted-letter share − gold share| over A–D (0 = the predicted "
+         "letters follow the gold distribution; a model that always answers the same letter scores about 0.75).",
+         ""]
+    rows = []
+    for name in inp.mmlu_models:
+        for mt in methods:
+            m = mt["models"].get(name)
+            if m is None:
+                continue
+            pd = m["pred_distribution"]
+            rows.append([name, mt["method"], f"{_acc_ci(m)}", *(pd.get(x, 0) for x in LETTERS), pd.get("none", 0),
+                         f"{m['top_pred_letter']} {_pct(m['top_pred_share'])}", f"{m['bias']:.3f}", m["chance"]])
+    g = mm["models"][MMLU_BASE]["gold_distribution"]
+    rows.append(["gold answers", "", "", *(g.get(x, 0) for x in LETTERS), 0, "", "", ""])
+    L += _table(["model", "method", f"accuracy [{cl} CI]", *LETTERS, "no answer", "most predicted", "bias",
+                 "vs chance (25%)"], rows)
+    n = mm["models"][MMLU_BASE]["n"]
+    for name in inp.mmlu_models:
+        m = mm["models"][name]
+        line = (f"- **{name}** answers {m['top_pred_letter']} to {_pct(m['top_pred_share'])} of questions "
+                f"under `{mm['method']}` (gold: {_pct(m['gold_share_of_top'])}; bias {m['bias']:.3f}); "
+                f"accuracy {_acc_ci(m)}")
+        line += " — within the CI of chance" if m["chance"] == "consistent with chance" else f" ({m['chance']})"
+        d = mm["debiased"]["models"].get(name) if mm["debiased"] is not None else None
+        if d is not None:
+            line += (f"; under the {DEBIASED} method accuracy is {_acc_ci(d)}"
+                     + (" — within the CI of chance" if d["chance"] == "consistent with chance" else f" ({d['chance']})")
+                     + f", its most predicted letter {d['top_pred_letter']} at {_pct(d['top_pred_share'])} "
+                       f"(bias {d['bias']:.3f}).")
+        elif mm["method"] != DEBIASED:
+            line += f"; no {DEBIASED} outcomes (rerun with `mmlu.also_debiased: true`)."
+        else:
+            line += "."
+        if m["pred_distribution"].get("none"):
+            line += f" {m['pred_distribution']['none']} of {n} answers could not be parsed (counted wrong)."
+        L.append(line)
+    return L + [""]
+
+
 def render_markdown(inp: Inputs, sp: dict, mm: dict) -> str:
     s = inp.settings
     cl = s.cl
@@ -558,7 +777,9 @@ def render_markdown(inp: Inputs, sp: dict, mm: dict) -> str:
     L = ["# Text-to-SQL LoRA: what Spider gains and MMLU loses", "",
          f"Spider: {n} dev questions, execution accuracy (EX) with exact-string match beside it. "
          f"MMLU: {mm['models'][MMLU_BASE]['n']} questions ({', '.join(mm['subjects'])}), method "
-         f"`{mm['method']}`, {mm['k_shot']}-shot. Intervals: {cl} {s.ci_method} bootstrap over questions "
+         f"`{mm['method']}`, {mm['k_shot']}-shot"
+         + (f" (run vs base comparisons; `{DEBIASED}` shown beside it)" if mm["debiased"] is not None else "")
+         + f". Intervals: {cl} {s.ci_method} bootstrap over questions "
          f"({s.bootstrap_samples} resamples, seed {s.seed}); differences: paired bootstrap on the same "
          f"questions and the exact McNemar test (two-sided, discordant questions only). "
          f"pp = percentage points.", "",
@@ -596,36 +817,18 @@ def render_markdown(inp: Inputs, sp: dict, mm: dict) -> str:
     L += _table(["model", "correct", *kinds], rows)
     # Table 3
     L += ["## MMLU (Table 3)", ""]
-    header = ["subject", "base"]
-    for run in inp.runs:
-        header += [run, f"{run} change", f"{run} relative"]
-    rows = []
-    for sub in [*mm["subjects"], "overall"]:
-        def cell(name):
-            m = mm["models"][name]
-            c = m if sub == "overall" else m["by_subject"].get(sub)
-            if c is None:
-                return "—"
-            return f"{_pct(c['accuracy'])} {_ci_pct(c['ci_low'], c['ci_high'])} (n={c['n']})"
-        row = [sub, cell(MMLU_BASE)]
-        for run in inp.runs:
-            c = mm["compare"][run] if sub == "overall" else mm["subject_compare"][run].get(sub)
-            row += [cell(run),
-                    "—" if c is None else f"{_pp(c['change_pp'])} [{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}], p={_p(c['mcnemar_p'])}",
-                    "—" if c is None else _relf(c["change_rel_pct"])]
-        rows.append(row)
-    L += _table(header, rows)
+    if mm["debiased"] is not None:
+        L += [f"Method `{mm['method']}` (used for the forgetting comparison):", ""]
+    L += _mmlu_table(inp, mm)
     L += [f"Accuracy with {cl} CI; change vs base in pp with paired {cl} CI and exact McNemar p. "
           f"Chance is 25%.", ""]
-    L += ["### MMLU answer letters", ""]
-    rows = []
-    for name, m in mm["models"].items():
-        pd = m["pred_distribution"]
-        rows.append([name, *(pd.get(x, 0) for x in LETTERS), pd.get("none", 0),
-                     f"{m['top_pred_letter']} {_pct(m['top_pred_share'])}", m["chance"]])
-    g = mm["models"][MMLU_BASE]["gold_distribution"]
-    rows.append(["gold answers", *(g.get(x, 0) for x in LETTERS), 0, "", ""])
-    L += _table(["model", *LETTERS, "no answer", "most predicted", "vs chance (25%)"], rows)
+    if mm["debiased"] is not None:
+        L += [f"### MMLU under the {DEBIASED} method", "",
+              "Same questions, each scored under the 4 cyclic orders of its options, log-probabilities "
+              "averaged per option content (Zheng et al., ICLR 2024), which cancels a fixed preference "
+              "for one answer letter.", ""]
+        L += _mmlu_table(inp, mm["debiased"])
+    L += _letter_bias_section(inp, mm)
     # training
     L += ["## Training loss", ""]
     if inp.train:
@@ -668,7 +871,14 @@ def plot_data(inp: Inputs, sp: dict, mm: dict) -> dict[str, list[dict]]:
         trade.append({"run": run, "mmlu_change_pp": _r(q["change_pp"]), "ex_gain_pp": _r(e["change_pp"]),
                       "mmlu_ci_low_pp": _r(q["ci_low_pp"]), "mmlu_ci_high_pp": _r(q["ci_high_pp"]),
                       "ex_ci_low_pp": _r(e["ci_low_pp"]), "ex_ci_high_pp": _r(e["ci_high_pp"]),
-                      "ex_mcnemar_p": e["mcnemar_p"], "mmlu_mcnemar_p": q["mcnemar_p"]})
+                      "ex_mcnemar_p": e["mcnemar_p"], "mmlu_mcnemar_p": q["mcnemar_p"],
+                      "mmlu_method": mm["method"]})
+        d = mm["debiased"]["compare"].get(run) if mm["debiased"] is not None else None
+        if d is not None:
+            trade[-1].update({"mmlu_debiased_change_pp": _r(d["change_pp"]),
+                              "mmlu_debiased_ci_low_pp": _r(d["ci_low_pp"]),
+                              "mmlu_debiased_ci_high_pp": _r(d["ci_high_pp"]),
+                              "mmlu_debiased_mcnemar_p": d["mcnemar_p"]})
     hard = [{"model": name, "hardness": h, "label": f"{h} / {name}", "ex_pct": _r(100 * c["ex"]),
              "ci_low_pct": _r(100 * c["ci_low"]), "ci_high_pct": _r(100 * c["ci_high"]), "n": c["n"]}
             for h in sp["levels"] for name, m in sp["models"].items()
@@ -708,10 +918,20 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
         x, y = q["change_pp"], e["change_pp"]
         xerr = [[x - q["ci_low_pp"]], [q["ci_high_pp"] - x]]
         yerr = [[y - e["ci_low_pp"]], [e["ci_high_pp"] - y]]
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", ms=8, capsize=5, lw=1.5,
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", ms=8, capsize=5, lw=1.5, zorder=3,
                     color=colors[i % len(colors)], label=f"{run} ({_run_desc(inp.runs[run])})")
         ax.annotate(run, (x, y), textcoords="offset points", xytext=(8, 8), fontsize=11, weight="bold",
                     color=colors[i % len(colors)])
+        d = mm["debiased"]["compare"].get(run) if mm["debiased"] is not None else None
+        if d is not None:   # the same run under the debiased method: hollow marker, dashed bar, linked
+            xd = d["change_pp"]
+            ax.plot([x, xd], [y, y], color=colors[i % len(colors)], lw=0.8, ls=":", alpha=0.8)
+            # larger and beneath the filled marker: where both coincide it shows as a ring around it
+            eb = ax.errorbar([xd], [y], xerr=[[xd - d["ci_low_pp"]], [d["ci_high_pp"] - xd]], fmt="o", ms=13,
+                             mfc="white", mec=colors[i % len(colors)], mew=1.8, capsize=4, lw=1.2,
+                             color=colors[i % len(colors)], alpha=0.9, zorder=1.5)
+            eb[-1][0].set_linestyle("--")
+            xs += [d["ci_low_pp"], d["ci_high_pp"]]
         xs += [q["ci_low_pp"], q["ci_high_pp"]]
         ys += [e["ci_low_pp"], e["ci_high_pp"]]
     ax.axhline(0, color="0.3", lw=1)
@@ -720,7 +940,8 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
     ym = max(1.0, *map(abs, ys)) * 1.15
     ax.set_xlim(-xm, xm)
     ax.set_ylim(-ym, ym)
-    ax.set_xlabel(f"Change in MMLU accuracy vs base (pp)   [{mm['method']}, {mm['k_shot']}-shot]")
+    mlabel = mm["method"] + (f" filled, {DEBIASED} hollow" if mm["debiased"] is not None else "")
+    ax.set_xlabel(f"Change in MMLU accuracy vs base (pp)   [{mlabel}; {mm['k_shot']}-shot]")
     ax.set_ylabel("Gain in Spider execution accuracy vs base zero-shot (pp)")
     ax.set_title(f"Learning vs forgetting per LoRA run\n(bars: paired bootstrap {cl} CIs; "
                  f"n={sp['models'][REFERENCE]['n']} Spider, {mm['models'][MMLU_BASE]['n']} MMLU questions)",
@@ -730,7 +951,13 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
     ax.text(0.02, 0.98, "learns SQL,\nforgets MMLU", transform=ax.transAxes, ha="left", va="top",
             color="0.5", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    handles, _ = ax.get_legend_handles_labels()
+    if mm["debiased"] is not None and mm["debiased"]["compare"]:
+        from matplotlib.lines import Line2D
+        handles += [Line2D([], [], marker="o", ls="", color="0.3", ms=8, label=f"MMLU {mm['method']} (filled)"),
+                    Line2D([], [], marker="o", ls="--", color="0.3", mfc="white", mew=1.8, ms=10,
+                           label=f"MMLU {DEBIASED} (hollow, same run)")]
+    ax.legend(handles=handles, loc="lower right", fontsize=9)
     _save(fig, out / "tradeoff.png")
     plt.close(fig)
     written.append(out / "tradeoff.png")

@@ -8,8 +8,12 @@ metrics/mmlu/<model>.json), the DVCLive training logs (metrics/train/<run>/) and
 per run (MMLU).
 
 Writes, under --out-dir:
-  summary.json         DVC metrics: EX / MMLU per model with CIs, per-run gains, McNemar p-values
-  report.md            tables, conclusions with their uncertainty, failing examples
+  summary.json         DVC metrics: EX / MMLU per model with CIs, per-run gains, McNemar p-values;
+                       `mmlu` is the method the models were scored with (mmlu.method, used for the
+                       run-vs-base forgetting comparison); `mmlu_debiased` and the runs'
+                       mmlu_debiased_* the debiased method, when the rows carry it (mmlu.also_debiased)
+  report.md            tables, conclusions with their uncertainty, MMLU answer-letter bias per model
+                       and method, failing examples
   plots/*.png          tradeoff, ex_by_hardness, mmlu_by_subject, train_loss
   plots/*.json         the same data for `dvc plots show/diff`
 """
@@ -56,7 +60,10 @@ def main(argv=None) -> int:
     for run, r in runs.items():
         print(f"{run}: EX {r['ex_gain_pp']:+.1f} pp [{r['ex_gain_ci_low_pp']:+.1f}, {r['ex_gain_ci_high_pp']:+.1f}] "
               f"p={r['ex_mcnemar_p']:.3g}; MMLU {r['mmlu_change_pp']:+.1f} pp "
-              f"[{r['mmlu_change_ci_low_pp']:+.1f}, {r['mmlu_change_ci_high_pp']:+.1f}] p={r['mmlu_mcnemar_p']:.3g}")
+              f"[{r['mmlu_change_ci_low_pp']:+.1f}, {r['mmlu_change_ci_high_pp']:+.1f}] p={r['mmlu_mcnemar_p']:.3g}"
+              + (f"; MMLU debiased {r['mmlu_debiased_change_pp']:+.1f} pp [{r['mmlu_debiased_change_ci_low_pp']:+.1f}, "
+                 f"{r['mmlu_debiased_change_ci_high_pp']:+.1f}] p={r['mmlu_debiased_mcnemar_p']:.3g}"
+                 if "mmlu_debiased_change_pp" in r else ""))
     print(f"wrote {args.out_dir / 'summary.json'}, {args.out_dir / 'report.md'} and {args.out_dir / 'plots'}/ "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

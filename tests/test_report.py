@@ -32,6 +32,10 @@ CORRECT = {
 }
 # MMLU: number right per subject (50 questions each).
 MMLU_RIGHT = {"base": [20, 15, 10], "run1": [19, 14, 9], "run2": [20, 15, 10]}
+# The same questions under the debiased method (`mmlu.also_debiased`): number right per subject;
+# a wrong debiased answer is the letter after the gold one (A->B, B->C, C->D, D->A).
+MMLU_DEBIASED_RIGHT = {"base": [40, 30, 20], "run1": [30, 20, 10], "run2": [40, 30, 20]}
+NEXT = {"A": "B", "B": "C", "C": "D", "D": "A"}
 
 
 def _jsonl(path: Path, rows) -> None:
@@ -39,7 +43,7 @@ def _jsonl(path: Path, rows) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def build_workspace(root: Path, train_runs=("run1",)) -> None:
+def build_workspace(root: Path, train_runs=("run1",), debiased=("base", "run1", "run2")) -> None:
     params = {"runs": {"run1": {"learning_rate": 2e-4}, "run2": {"learning_rate": 5e-5}},
               "mmlu": {"method": "loglik", "k_shot": 5},
               "report": {"bootstrap_samples": 2000, "confidence": 0.95, "seed": 7, "examples_per_error": 2}}
@@ -68,13 +72,21 @@ def build_workspace(root: Path, train_runs=("run1",)) -> None:
                 ans = "ABCD"[j % 4]
                 ok = j < rights[s]
                 pred = ans if ok else ("A" if ans != "A" else "B")
-                rows.append({"id": f"{sub}-test-{j:04d}", "subject": sub, "answer": ans, "pred": pred,
-                             "correct": int(ok), "logprobs": {x: -1.0 for x in "ABCD"}})
+                row = {"id": f"{sub}-test-{j:04d}", "subject": sub, "answer": ans, "pred": pred,
+                       "correct": int(ok), "logprobs": {x: -1.0 for x in "ABCD"}}
+                if name in debiased:
+                    dok = j < MMLU_DEBIASED_RIGHT[name][s]
+                    row.update({"content_logprobs": {x: -1.0 for x in "ABCD"},
+                                "debiased_pred": ans if dok else NEXT[ans], "debiased_correct": int(dok)})
+                rows.append(row)
         _jsonl(root / "data/mmlu" / f"{name}.jsonl", rows)
         acc = sum(r["correct"] for r in rows) / len(rows)
+        meta = {"method": "loglik", "k_shot": 5, "accuracy": round(acc, 4), "n": len(rows)}
+        if name in debiased:
+            k = sum(r["debiased_correct"] for r in rows)
+            meta["debiased"] = {"accuracy": round(k / len(rows), 4), "n": len(rows), "n_correct": k}
         (root / "metrics/mmlu").mkdir(parents=True, exist_ok=True)
-        (root / "metrics/mmlu" / f"{name}.json").write_text(json.dumps(
-            {"method": "loglik", "k_shot": 5, "accuracy": acc, "n": len(rows)}))
+        (root / "metrics/mmlu" / f"{name}.json").write_text(json.dumps(meta))
     for run in train_runs:
         d = root / "metrics/train" / run
         (d / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
@@ -236,3 +248,142 @@ def test_help():
     proc = subprocess.run([sys.executable, str(REPO / "stages/report.py"), "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--out-dir" in proc.stdout and "summary.json" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# MMLU under both methods (rows with `debiased_pred` / `debiased_correct`) and answer-letter bias
+
+def test_mmlu_both_methods_summary(built):
+    _, out, _ = built
+    s = json.loads((out / "summary.json").read_text())
+    assert s["settings"]["mmlu_comparison_method"] == "loglik"
+    # loglik, hand-counted from the fixture: wrong answers are A (B where gold is A)
+    base = s["mmlu"]["base"]
+    assert base["pred_distribution"] == {"A": 90, "B": 39, "C": 11, "D": 10}
+    assert base["gold_distribution"] == {"A": 39, "B": 39, "C": 36, "D": 36}
+    assert base["bias"] == 0.34                          # |90 - 39| / 150
+    assert base["chance"] == "consistent with chance" and base["n_correct"] == 45
+    # debiased: 40 + 30 + 20 right; a wrong answer is the letter after the gold one
+    d = s["mmlu_debiased"]
+    assert d["method"] == "debiased" and d["k_shot"] == 5
+    db = d["base"]
+    assert db["accuracy"] == 0.6 and db["n_correct"] == 90 and db["n"] == 150
+    assert db["pred_distribution"] == {"A": 37, "B": 39, "C": 38, "D": 36}
+    assert db["bias"] == round(2 / 150, 6)
+    assert db["by_subject"]["high_school_computer_science"]["accuracy"] == 0.8
+    assert db["by_subject"]["philosophy"]["accuracy"] == 0.6
+    ci = stats.accuracy_ci([1] * 90 + [0] * 60, n_resamples=2000, seed=7, confidence=0.95)
+    assert (db["ci_low"], db["ci_high"]) == (round(ci.low, 6), round(ci.high, 6))
+    assert db["chance"] == "above chance"
+    assert d["run1"]["accuracy"] == 0.4 and d["run2"]["accuracy"] == 0.6
+    r1 = s["runs"]["run1"]
+    assert r1["mmlu_debiased_change_pp"] == -20.0
+    assert r1["mmlu_debiased_change_rel_pct"] == pytest.approx(-100 / 3, abs=1e-6)
+    assert (r1["mmlu_debiased_fixed"], r1["mmlu_debiased_broken"]) == (0, 30)
+    assert r1["mmlu_debiased_mcnemar_p"] == pytest.approx(2 * 0.5 ** 30, rel=1e-9)
+    assert r1["mmlu_debiased_significant"] is True
+    assert r1["mmlu_debiased_change_ci_high_pp"] < 0
+    assert r1["mmlu_debiased_by_subject"]["philosophy"]["change_pp"] == -20.0
+    # the primary (forgetting) numbers stay loglik's
+    assert r1["mmlu_change_pp"] == -2.0 and r1["mmlu_mcnemar_p"] == 0.25
+    r2 = s["runs"]["run2"]
+    assert r2["mmlu_debiased_change_pp"] == 0.0 and r2["mmlu_debiased_mcnemar_p"] == 1.0
+    trade = json.loads((out / "plots/tradeoff.json").read_text())
+    assert trade[0]["mmlu_change_pp"] == -2.0 and trade[0]["mmlu_debiased_change_pp"] == -20.0
+    assert trade[0]["mmlu_method"] == "loglik"
+
+
+def test_report_text_names_both_methods_and_bias(built):
+    _, out, result = built
+    md = (out / "report.md").read_text()
+    run1 = next(line for line in md.splitlines() if line.startswith("- **run1**"))
+    loglik, debiased = run1.split("MMLU (loglik, 5-shot)")[1].split("MMLU (debiased, 5-shot)")
+    assert "-2.0 pp" in loglik and "p = 0.250" in loglik and "not significant" in loglik
+    assert "-20.0 pp" in debiased and "significant at 5%" in debiased and "not significant" not in debiased
+    assert "paired 95% CI -2" in debiased        # the paired CI is stated
+    assert "Forgetting is measured with `loglik` for every model" in md
+    section = md.split("## MMLU answer-letter bias")[1].split("\n## ")[0]
+    assert "| base | loglik | 30.0% [23.3, 37.3] | 90 | 39 | 11 | 10 | 0 | A 60.0% | 0.340 |" in section
+    assert "| base | debiased | 60.0% [52.0, 68.0] | 37 | 39 | 38 | 36 | 0 | B 26.0% | 0.013 |" in section
+    assert "| gold answers |  |  | 39 | 39 | 36 | 36 |" in section
+    reading = next(line for line in section.splitlines() if line.startswith("- **base**"))
+    assert "answers A to 60.0% of questions" in reading and "within the CI of chance" in reading
+    assert "under the debiased method accuracy is 60.0% [52.0, 68.0] (above chance)" in reading
+    assert "### MMLU under the debiased method" in md
+    assert not any("stale" in w for w in result["warnings"])
+
+
+def test_rows_without_debiased_fields_work_as_before(tmp_path, built):
+    _, out_both, _ = built
+    build_workspace(tmp_path, debiased=())
+    res = run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    s, both = res["summary"], json.loads((out_both / "summary.json").read_text())
+    assert "mmlu_debiased" not in s
+    assert not any("debiased" in k for r in s["runs"].values() for k in r)
+    assert s["mmlu"] == both["mmlu"]                  # the primary numbers do not depend on the extra fields
+    for run in ("run1", "run2"):
+        assert {k: v for k, v in s["runs"][run].items()} == \
+               {k: v for k, v in both["runs"][run].items() if "debiased" not in k}
+    md = res["markdown"]
+    assert "MMLU (debiased" not in md and "### MMLU under the debiased method" not in md
+    assert "## MMLU answer-letter bias" in md and "no debiased outcomes" in md
+    trade = json.loads((tmp_path / "metrics/plots/tradeoff.json").read_text())
+    assert "mmlu_debiased_change_pp" not in trade[0]
+
+
+def test_run_without_debiased_fields_is_warned_and_kept_primary(tmp_path):
+    build_workspace(tmp_path, debiased=("base", "run1"))
+    res = run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    s = res["summary"]
+    assert "run2" not in s["mmlu_debiased"] and "run1" in s["mmlu_debiased"]
+    assert "mmlu_debiased_change_pp" not in s["runs"]["run2"] and s["runs"]["run2"]["mmlu_change_pp"] == 0.0
+    assert any("run2" in w and "mmlu@run2" in w and "debiased" in w for w in res["warnings"])
+
+
+def test_partial_or_inconsistent_debiased_rows_are_user_errors(tmp_path):
+    build_workspace(tmp_path)
+    p = tmp_path / "data/mmlu/run1.jsonl"
+    rows = [json.loads(line) for line in p.read_text().splitlines()]
+    broken = [dict(r) for r in rows]
+    del broken[5]["debiased_correct"]
+    _jsonl(p, broken)
+    with pytest.raises(UserError, match=r"run1\.jsonl.*debiased_correct.*mmlu@run1"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    broken = [dict(r) for r in rows]
+    broken[0]["debiased_correct"] = 1 - broken[0]["debiased_correct"]
+    _jsonl(p, broken)
+    with pytest.raises(UserError, match=r"run1\.jsonl:1.*disagrees"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    assert not (tmp_path / "metrics/summary.json").exists()
+
+
+def test_models_scored_with_different_methods_are_refused(tmp_path):
+    build_workspace(tmp_path)
+    m = tmp_path / "metrics/mmlu/run2.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "method": "pride"}))
+    with pytest.raises(UserError, match=r"different methods.*run2: pride.*mmlu@run2"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+
+
+def test_stale_debiased_metrics_are_warned(tmp_path):
+    build_workspace(tmp_path)
+    m = tmp_path / "metrics/mmlu/run1.json"
+    meta = json.loads(m.read_text())
+    meta["debiased"]["n_correct"] = 61
+    m.write_text(json.dumps(meta))
+    res = run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    assert any("metrics/mmlu/run1.json (`debiased` part)" in w and "stale" in w for w in res["warnings"])
+    assert res["summary"]["mmlu_debiased"]["run1"]["n_correct"] == 60      # the rows win
+
+
+def test_primary_method_debiased_and_params_mismatch(tmp_path):
+    build_workspace(tmp_path, debiased=())
+    for m in (tmp_path / "metrics/mmlu").glob("*.json"):
+        m.write_text(json.dumps({**json.loads(m.read_text()), "method": "debiased"}))
+    res = run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    s = res["summary"]
+    assert s["mmlu"]["method"] == "debiased" and "mmlu_debiased" not in s
+    assert s["settings"]["mmlu_comparison_method"] == "debiased"
+    assert "MMLU (debiased, 5-shot)" in res["markdown"] and "no debiased outcomes" not in res["markdown"]
+    # params.yaml says loglik: the files are stale relative to it, and the report says so
+    assert any("mmlu.method is 'loglik'" in w and "'debiased'" in w for w in res["warnings"])
