@@ -1,5 +1,6 @@
-"""Test-wide environment: tests never reach the network."""
+"""Test-wide environment: tests never reach the network, and find the project's offline models."""
 import os
+from pathlib import Path
 
 for key, value in {
     "HF_HUB_OFFLINE": "1",
@@ -10,3 +11,8 @@ for key, value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(key, value)
+
+# scripts/setup.sh fetches the small GGUF models into .cache/offline-models of the project.
+_models = Path(__file__).resolve().parent / ".cache" / "offline-models"
+if any(_models.glob("*.gguf")):
+    os.environ.setdefault("SQLTRADEOFF_GGUF_DIR", str(_models))

@@ -169,6 +169,15 @@ def test_experiment_variant_and_comparison(project: Path):
     dvc("checkout", "--force", cwd=project)
 
 
+def test_queued_sweep_yields_a_frontier(project: Path):
+    out = run([sys.executable, "scripts/sweep.py", "runs.run1.learning_rate", "3e-4", "6e-4"], cwd=project)
+    frontier = (project / "sweep" / "frontier.csv").read_text().splitlines()
+    assert len(frontier) == 3, out.stdout + out.stderr  # header + one row per value
+    assert frontier[0].startswith("experiment,runs.run1.learning_rate,mmlu_change_pp,ex_gain_pp")
+    assert {row.split(",")[1] for row in frontier[1:]} == {"0.0003", "0.0006"}
+    assert (project / "sweep" / "frontier.png").stat().st_size > 10_000
+
+
 def test_push_then_pull_restores_results_without_retraining(project: Path, tmp_path):
     remote = tmp_path / "remote"
     dvc("remote", "add", "--local", "-f", "-d", "ci", str(remote), cwd=project)
