@@ -261,7 +261,7 @@ def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_tr
     where, revision = resolve_model_dir(model_cfg)
     kwargs: dict[str, Any] = {"dtype": settings.dtype, "revision": revision}
     if settings.device == "cuda":
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}  # DDP: own GPU
         if settings.load_in_4bit:
             from transformers import BitsAndBytesConfig
             kwargs["quantization_config"] = BitsAndBytesConfig(
