@@ -337,6 +337,8 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
         "seconds_per_step": round(wall / steps_this_run, 3) if steps_this_run > 0 else None,
     }
 
+    if not trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
+        return info
     adapter_dir = out_dir / "adapter"
     tmp = out_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
