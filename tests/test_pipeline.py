@@ -146,7 +146,10 @@ def test_changing_one_run_reruns_only_that_run(project: Path):
     params["runs"]["run2"]["learning_rate"] = 1.0e-4
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=project).stdout
-    assert ran_stages(out) == {"train@run2", "predict@run2", "score@run2", "mmlu@run2", "report"}, out
+    # score@run2 reruns only if run2's predictions changed (a 2-step run may predict the same SQL).
+    ran = ran_stages(out)
+    assert {"train@run2", "predict@run2", "mmlu@run2", "report"} <= ran, out
+    assert ran <= {"train@run2", "predict@run2", "score@run2", "mmlu@run2", "report"}, out
     diff = dvc("params", "diff", cwd=project).stdout
     assert "runs.run2.learning_rate" in diff
     git("add", "-A", cwd=project)
@@ -155,7 +158,9 @@ def test_changing_one_run_reruns_only_that_run(project: Path):
 
 def test_experiment_variant_and_comparison(project: Path):
     out = dvc("exp", "run", "-S", "runs.run1.learning_rate=1e-4", cwd=project).stdout
-    assert ran_stages(out) == {"train@run1", "predict@run1", "score@run1", "mmlu@run1", "report"}, out
+    ran = ran_stages(out)
+    assert {"train@run1", "predict@run1", "mmlu@run1", "report"} <= ran, out
+    assert ran <= {"train@run1", "predict@run1", "score@run1", "mmlu@run1", "report"}, out
     shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout
     header = shown.splitlines()[0]
     assert "runs.run1.learning_rate" in header and "metrics/spider/run1.json:execution_accuracy" in header
