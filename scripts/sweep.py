@@ -51,7 +51,12 @@ def queue_and_run(param: str, values: list[str], jobs: int) -> None:
 
 def collect(param: str, run: str, values: list[str]) -> list[dict]:
     table = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", "--no-pager"))))
-    col = lambda key: f"{SUMMARY}:runs.{run}.{key}"  # noqa: E731
+    header = set(table[0]) if table else set()
+
+    def col(key: str) -> str:
+        # `dvc exp show` names a metric column `file:key`, or just `key` when that is unambiguous.
+        full = f"{SUMMARY}:runs.{run}.{key}"
+        return full if full in header else f"runs.{run}.{key}"
     wanted = {float(v) for v in values} if values else None
     points = []
     for row in table:
