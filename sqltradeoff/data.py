@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import UserError
-from .io import write_json, write_jsonl
+from .io import read_json, write_json, write_jsonl
 
 LETTERS = ("A", "B", "C", "D")
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -134,14 +133,7 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 def load_spider_json(path: Path, required: Sequence[str] = SPIDER_FIELDS) -> list[dict]:
     """A Spider JSON file (a list of example objects), checked for the fields we use."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
     for i, ex in enumerate(data):
@@ -157,12 +149,7 @@ def load_spider_json(path: Path, required: Sequence[str] = SPIDER_FIELDS) -> lis
 
 
 def load_tables(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        tables = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    tables = read_json(path)
     if not isinstance(tables, list) or not all(isinstance(t, dict) and "db_id" in t for t in tables):
         raise UserError(f"{path}: expected a list of database objects with `db_id`")
     return tables
