@@ -901,6 +901,27 @@ def plot_data(inp: Inputs, sp: dict, mm: dict) -> dict[str, list[dict]]:
     return {"tradeoff": trade, "ex_by_hardness": hard, "mmlu_by_subject": subj, "train_loss": loss}
 
 
+def _grouped_bars(ax, colors, series: list[tuple[str, list[tuple[float, float, float] | None]]]) -> None:
+    """One bar group per x position, one bar per series, in %, with CI error bars and value labels.
+
+    `series`: (label, cells) with one cell per group: (value, ci_low, ci_high) as fractions, or None.
+    """
+    width = 0.8 / len(series)
+    for j, (label, cells) in enumerate(series):
+        xs_, hs, lo, hi = [], [], [], []
+        for i, cell in enumerate(cells):
+            if cell is None:
+                continue
+            value, low, high = cell
+            xs_.append(i + (j - (len(series) - 1) / 2) * width)
+            hs.append(100 * value)
+            lo.append(100 * (value - low))
+            hi.append(100 * (high - value))
+        bars = ax.bar(xs_, hs, width * 0.95, yerr=[lo, hi], capsize=3, label=label,
+                      color=colors[j % len(colors)], error_kw={"lw": 1, "ecolor": "0.25"})
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2, color="0.2")
+
+
 def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -966,20 +987,10 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
     models = list(sp["models"])
     levels = sp["levels"]
     fig, ax = plt.subplots(figsize=(max(7.5, 1.9 * len(levels) + 0.6 * len(models)), 5))
-    width = 0.8 / len(models)
-    for j, name in enumerate(models):
-        xs_, hs, lo, hi = [], [], [], []
-        for i, h in enumerate(levels):
-            c = sp["models"][name]["by_hardness"].get(h)
-            if c is None:
-                continue
-            xs_.append(i + (j - (len(models) - 1) / 2) * width)
-            hs.append(100 * c["ex"])
-            lo.append(100 * (c["ex"] - c["ci_low"]))
-            hi.append(100 * (c["ci_high"] - c["ex"]))
-        bars = ax.bar(xs_, hs, width * 0.95, yerr=[lo, hi], capsize=3, label=name,
-                      color=colors[j % len(colors)], error_kw={"lw": 1, "ecolor": "0.25"})
-        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2, color="0.2")
+    _grouped_bars(ax, colors, [
+        (name, [(c["ex"], c["ci_low"], c["ci_high"]) if (c := sp["models"][name]["by_hardness"].get(h)) else None
+                for h in levels])
+        for name in models])
     counts = {h: sp["models"][REFERENCE]["by_hardness"].get(h, {}).get("n", 0) for h in levels}
     ax.set_xticks(range(len(levels)), [f"{h}\n(n={counts[h]})" for h in levels])
     ax.set_ylabel("Execution accuracy (%)")
@@ -996,21 +1007,12 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
     mmodels = list(mm["models"])
     subs = [*mm["subjects"], "overall"]
     fig, ax = plt.subplots(figsize=(max(7.5, 2.2 * len(subs)), 5))
-    width = 0.8 / len(mmodels)
-    for j, name in enumerate(mmodels):
+    series = []
+    for name in mmodels:
         m = mm["models"][name]
-        xs_, hs, lo, hi = [], [], [], []
-        for i, sub in enumerate(subs):
-            c = m if sub == "overall" else m["by_subject"].get(sub)
-            if c is None:
-                continue
-            xs_.append(i + (j - (len(mmodels) - 1) / 2) * width)
-            hs.append(100 * c["accuracy"])
-            lo.append(100 * (c["accuracy"] - c["ci_low"]))
-            hi.append(100 * (c["ci_high"] - c["accuracy"]))
-        bars = ax.bar(xs_, hs, width * 0.95, yerr=[lo, hi], capsize=3, label=name,
-                      color=colors[j % len(colors)], error_kw={"lw": 1, "ecolor": "0.25"})
-        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2, color="0.2")
+        cells = [m if sub == "overall" else m["by_subject"].get(sub) for sub in subs]
+        series.append((name, [(c["accuracy"], c["ci_low"], c["ci_high"]) if c else None for c in cells]))
+    _grouped_bars(ax, colors, series)
     ax.axhline(100 * CHANCE, color="crimson", ls="--", lw=1.2, label="chance (25%)")
     ax.set_xticks(range(len(subs)), [s.replace("_", " ").replace("high school ", "HS ") for s in subs])
     ax.set_ylabel("MMLU accuracy (%)")
