@@ -13,8 +13,19 @@ extra EOS) and mark the completion tokens (`completion_mask`); TRL turns the mas
 `max_length` tokens are dropped (not truncated) and counted.
 
 Device/precision come from `modeling.device_settings`: CUDA -> bf16, `optim_cuda`
-(paged_adamw_8bit), QLoRA (`prepare_model_for_kbit_training`) when `model.load_in_4bit`;
-CPU -> fp32 (`bf16=False`), `optim_cpu` (adamw_torch).
+(paged_adamw_8bit), QLoRA when `model.load_in_4bit`; CPU -> fp32 (`bf16=False`), `optim_cpu`
+(adamw_torch).
+
+Throughput settings (measured on an H100/H200 in BENCHMARKS.md; their defaults are the reference
+study's recipe):
+* `padding_free` -- TRL's padding-free batches: a micro-batch is one flat row with the example
+  boundaries passed along (no pad tokens). `max_length` is then not handed to TRL (it would refuse
+  it); examples longer than it are dropped here as always.
+* `attention` -- `sdpa` (default), any other transformers implementation name, or `torch_varlen`
+  (PyTorch's variable-length FlashAttention for padding-free batches; see `attention.py`).
+* `fp32_upcast` (QLoRA only) -- true: peft's `prepare_model_for_kbit_training`, which also casts
+  every non-quantised weight (embeddings, norms, lm_head) to fp32 and so carries an fp32 residual
+  stream; false: keep them bf16 (the base model is frozen either way).
 
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
 configuration (hash of train config, model and data) resumes from the latest one. Checkpoints
@@ -39,15 +50,19 @@ from .io import read_jsonl, write_json
 TRAIN_KEYS = ("epochs", "max_steps", "max_length", "batch_size", "grad_accum", "learning_rate",
               "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
               "optim_cuda", "optim_cpu", "gradient_checkpointing", "save_steps", "save_total_limit", "seed")
+# Optional keys and their defaults (the reference study's recipe).
+TRAIN_DEFAULTS = {"padding_free": False, "attention": "sdpa", "fp32_upcast": True}
 # Keys that do not change the trained weights (excluded from the resume hash).
 _NO_RESULT_KEYS = ("save_steps", "save_total_limit")
 HASH_FILE = "config_hash.json"
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check a run's train settings; returns them with the optional keys' defaults filled in."""
     missing = [k for k in TRAIN_KEYS if k not in cfg]
     if missing:
         raise UserError(f"params: train is missing key(s) {', '.join(missing)}")
+    cfg = {**TRAIN_DEFAULTS, **cfg}
     checks = {
         "epochs": lambda v: isinstance(v, (int, float)) and v > 0,
         "max_steps": lambda v: isinstance(v, int) and (v == -1 or v > 0),
@@ -65,10 +80,18 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "save_total_limit": lambda v: isinstance(v, int) and v > 0,
         "seed": lambda v: isinstance(v, int),
         "gradient_checkpointing": lambda v: isinstance(v, bool),
+        "padding_free": lambda v: isinstance(v, bool),
+        "fp32_upcast": lambda v: isinstance(v, bool),
+        "attention": lambda v: isinstance(v, str) and bool(v.strip()),
     }
     for key, ok in checks.items():
         if not ok(cfg[key]):
             raise UserError(f"params: train.{key} has an invalid value {cfg[key]!r}")
+    from .attention import TORCH_VARLEN
+
+    if cfg["attention"] == TORCH_VARLEN and not cfg["padding_free"] and cfg["batch_size"] > 1:
+        raise UserError(f"params: train.attention {TORCH_VARLEN!r} needs train.padding_free: true when "
+                        f"train.batch_size > 1 (it takes no padded batches)")
     return cfg
 
 
@@ -208,8 +231,21 @@ def _live_callback(live):
 
 # ---------------------------------------------------------------- training
 
+def pin_single_gpu(environ=os.environ) -> bool:
+    """One process without a distributed launcher trains on one GPU: make only GPU 0 visible.
+
+    With several GPUs visible to one process, `Trainer` would wrap the model in `nn.DataParallel`,
+    which TRL refuses; several GPUs are used with `accelerate launch` (docs/multi-gpu.md), which sets
+    WORLD_SIZE. Call before CUDA is initialised. Returns whether it changed `environ`."""
+    if "WORLD_SIZE" in environ or "CUDA_VISIBLE_DEVICES" in environ:
+        return False
+    environ["CUDA_VISIBLE_DEVICES"] = "0"
+    return True
+
+
 def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLike) -> dict[str, Any]:
     """The `SFTConfig` arguments of a run on the device `settings` (modeling.device_settings)."""
+    cfg = {**TRAIN_DEFAULTS, **cfg}
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=float(cfg["epochs"]),
@@ -224,7 +260,9 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         fp16=False,
         gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg["gradient_checkpointing"] else None,
-        max_length=cfg["max_length"],
+        # padding-free: TRL refuses a max_length it cannot enforce; tokenize_examples drops long examples
+        max_length=None if cfg["padding_free"] else cfg["max_length"],
+        padding_free=bool(cfg["padding_free"]),
         completion_only_loss=True,
         packing=False,
         logging_steps=1,
@@ -234,7 +272,9 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         seed=cfg["seed"],
         data_seed=cfg["seed"],
         report_to="none",
-        include_num_input_tokens_seen="non_padding",
+        # padding-free rows have no padding and no attention mask; "non_padding" would then skip every
+        # token equal to the pad id (often the end-of-turn token, which is in every completion)
+        include_num_input_tokens_seen="all" if cfg["padding_free"] else "non_padding",
         dataloader_num_workers=0,
         disable_tqdm=False,
         use_cpu=settings.device == "cpu",
@@ -249,7 +289,7 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     Returns the training info dict. `callbacks`: extra `transformers.TrainerCallback`s;
     `trainer_hook(trainer)`: called before training (tests inspect the prepared dataset).
     """
-    validate_config(cfg)
+    cfg = validate_config(cfg)
     data_path, out_dir, metrics_dir = Path(data_path), Path(out_dir), Path(metrics_dir)
     rows = read_jsonl(data_path, required=("prompt", "completion"))
     if not rows:
@@ -258,6 +298,7 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     from transformers import set_seed
     from trl import SFTConfig
 
+    from .attention import set_attention
     from .modeling import device_settings, load_model
 
     settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
@@ -281,7 +322,9 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from trl import SFTTrainer
 
-    if settings.load_in_4bit:
+    if cfg["attention"] != model.config._attn_implementation:
+        set_attention(model, cfg["attention"])
+    if settings.load_in_4bit and cfg["fp32_upcast"]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"])
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
                       target_modules=cfg["target_modules"], bias="none", task_type="CAUSAL_LM")
@@ -293,13 +336,20 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
         model.enable_input_require_grads()
 
     digest = config_hash(cfg, model_cfg, file_sha256(data_path))
-    resume_from = _prepare_checkpoints(ckpt_dir, digest)
+    # data parallel (accelerate launch): rank 0 prepares the checkpoint directory and logs to DVCLive;
+    # the other ranks wait for it, then resume from the same checkpoint
+    main_process = args.process_index == 0
+    with args.main_process_first(local=False, desc="checkpoint preparation"):
+        resume_from = _prepare_checkpoints(ckpt_dir, digest) if main_process else latest_checkpoint(ckpt_dir)
 
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
-    live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
+    live_callbacks = []
+    if main_process:
+        live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
+        live_callbacks.append(_live_callback(live))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer,
-                         callbacks=[_live_callback(live), *(callbacks or [])])
+                         callbacks=[*live_callbacks, *(callbacks or [])])
     if trainer_hook is not None:
         trainer_hook(trainer)
     if resume_from is not None:

@@ -34,8 +34,9 @@ def main(argv=None):
     model_cfg = section(params, "model")
     metrics_dir = args.metrics_dir or f"metrics/train/{args.run}"
 
-    from sqltradeoff.training import train
+    from sqltradeoff.training import pin_single_gpu, train
 
+    pin_single_gpu()     # one process, one GPU (several: accelerate launch, docs/multi-gpu.md)
     info = train(cfg, model_cfg, args.data, args.out, metrics_dir)
     print(json.dumps({k: info[k] for k in ("steps", "final_loss", "examples_used", "examples_dropped_too_long",
                                            "wall_time_s", "tokens_per_s", "resumed_from")}))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,117 @@ def test_cuda_and_cpu_training_arguments():
 def test_unknown_scheduler_is_user_error(tiny_model_cfg, data, tmp_path):
     with pytest.raises(UserError, match="invalid training setting"):
         train({**CFG, "lr_scheduler": "zigzag"}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
+
+
+# ---------------------------------------------------------------- throughput settings (issue 6)
+
+def test_throughput_settings_are_validated_and_default_to_the_reference_recipe():
+    from sqltradeoff.training import TRAIN_DEFAULTS, validate_config
+
+    filled = validate_config(dict(CFG))
+    assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
+                                                        "fp32_upcast": True}
+    with pytest.raises(UserError, match="padding_free"):
+        validate_config({**CFG, "padding_free": "yes"})
+    with pytest.raises(UserError, match="fp32_upcast"):
+        validate_config({**CFG, "fp32_upcast": 1})
+    # the varlen kernel gets no mask: padded batches would attend to padding
+    with pytest.raises(UserError, match="padding_free: true"):
+        validate_config({**CFG, "attention": "torch_varlen", "batch_size": 2, "padding_free": False})
+    validate_config({**CFG, "attention": "torch_varlen", "batch_size": 1, "padding_free": False})
+    validate_config({**CFG, "attention": "torch_varlen", "batch_size": 4, "padding_free": True})
+
+
+def test_padding_free_arguments_leave_length_limits_to_tokenize_examples():
+    from trl import SFTConfig
+
+    from sqltradeoff.modeling import DeviceSettings
+    from sqltradeoff.training import sft_config_kwargs
+
+    kw = sft_config_kwargs({**CFG, "padding_free": True}, DeviceSettings("cpu", torch.float32, False), "ck")
+    assert kw["padding_free"] is True and kw["max_length"] is None
+    assert kw["include_num_input_tokens_seen"] == "all"      # no padding to leave out, no mask to count
+    assert SFTConfig(**kw).padding_free is True
+    kw = sft_config_kwargs(CFG, DeviceSettings("cpu", torch.float32, False), "ck")
+    assert kw["padding_free"] is False and kw["max_length"] == CFG["max_length"]
+
+
+def test_padding_free_batches_have_no_padding_and_the_same_loss(tiny_model_cfg, data, tmp_path):
+    """One step on the same 3 examples: padded batch vs padding-free flat row (SDPA with the
+    block-diagonal mask transformers derives from position_ids) give the same loss in fp32."""
+    cfg = {**CFG, "max_steps": 1, "batch_size": 3, "lora_dropout": 0.0}
+    seen = {}
+
+    def probe(key):
+        def hook(trainer):
+            batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+            seen[key] = {k: v for k, v in batch.items() if hasattr(v, "shape")}
+        return hook
+
+    padded = train(cfg, tiny_model_cfg, data, tmp_path / "pad", tmp_path / "mpad", trainer_hook=probe("pad"))
+    flat = train({**cfg, "padding_free": True}, tiny_model_cfg, data, tmp_path / "pf", tmp_path / "mpf",
+                 trainer_hook=probe("pf"))
+    lengths = seen["pad"]["attention_mask"].sum(1).tolist()
+    assert seen["pad"]["input_ids"].shape == (3, max(lengths)) and len(set(lengths)) > 1   # padding present
+    assert seen["pf"]["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in seen["pf"]
+    assert seen["pf"]["cu_seq_lens_q"].tolist() == [0, lengths[0], lengths[0] + lengths[1], sum(lengths)]
+    assert seen["pf"]["position_ids"][0, lengths[0]].item() == 0       # positions restart per example
+    assert flat["tokens_seen"] == padded["tokens_seen"]     # pad-id tokens inside examples are counted too
+    assert flat["final_loss"] == pytest.approx(padded["final_loss"], rel=1e-4)
+
+
+def test_attention_setting_switches_the_implementation_or_fails_clearly(tiny_model_cfg, data, tmp_path):
+    from sqltradeoff.attention import set_attention, varlen_available
+
+    seen = {}
+    train({**CFG, "max_steps": 1, "attention": "eager"}, tiny_model_cfg, data, tmp_path / "e", tmp_path / "me",
+          trainer_hook=lambda t: seen.update(attn=t.model.config._attn_implementation))
+    assert seen["attn"] == "eager"
+    model, _ = load_model(tiny_model_cfg)
+    with pytest.raises(UserError, match="train.attention 'no_such_kernel'"):
+        set_attention(model, "no_such_kernel")
+    if not varlen_available()[0]:       # CPU machines: the CUDA kernel is refused before training starts
+        with pytest.raises(UserError, match="torch_varlen.*unavailable here"):
+            train({**CFG, "attention": "torch_varlen", "padding_free": True}, tiny_model_cfg, data,
+                  tmp_path / "v", tmp_path / "mv")
+        assert not (tmp_path / "v" / "adapter").exists()
+
+
+def test_one_process_is_pinned_to_one_gpu_unless_launched_distributed():
+    from sqltradeoff.training import pin_single_gpu
+
+    env = {}
+    assert pin_single_gpu(env) and env == {"CUDA_VISIBLE_DEVICES": "0"}
+    env = {"CUDA_VISIBLE_DEVICES": "2,3"}            # the user's choice stands
+    assert not pin_single_gpu(env) and env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    env = {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}     # accelerate launch / torchrun
+    assert not pin_single_gpu(env) and "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_data_parallel_launch_runs_the_stage_once_per_process_and_writes_once(tiny_model_cfg, tok, tmp_path):
+    """A data-parallel launch with 2 processes (on CPU here, gloo; on GPUs the same code with NCCL):
+    both ranks train, rank 0 alone prepares checkpoints, logs and writes the adapter."""
+    proj = _project(tmp_path, tiny_model_cfg, tok)
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"]["max_steps"] = -1                  # one epoch
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    with socket.socket() as sock:                       # a free port for the process group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # the command of docs/multi-gpu.md; without GPUs the ranks train on CPU (gloo)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port),
+           str(REPO / "stages" / "train.py"), "--run", "run1", "--data", "data/formatted/train.jsonl",
+           "--out", "models/run1"]
+    res = subprocess.run(cmd, cwd=proj, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads((proj / "models/run1/adapter/training_info.json").read_text())
+    # 4 examples, batch 2 per process x 2 processes = 4 per optimizer step: 1 step per epoch
+    # (one process would take 2)
+    assert info["steps"] == 1 and info["examples_used"] == 4
+    rows = (proj / "metrics/train/run1/plots/metrics/loss.tsv").read_text().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in rows] == list(range(1, info["steps"] + 1))   # logged once per step
+    assert not list((proj / "models/run1").glob(".adapter.tmp*"))
+    stored = json.loads((proj / "models/run1/checkpoints/config_hash.json").read_text())
+    assert stored["config_hash"] == info["config_hash"]
