@@ -376,77 +376,9 @@ def ensure_dvclive_stub(log):
     return True
 
 
-VARLEN = "bench_varlen_flash"
-
-
-def register_varlen_attention(log=None) -> bool:
-    """Register a padding-free attention for transformers: FlashAttention over each packed sequence
-    (torch.nn.attention.varlen.varlen_attn, bundled with PyTorch) using the cu_seq_lens that TRL's
-    padding-free collator passes. No dense (total x total) block-diagonal mask as with SDPA.
-    Without cu_seq_lens (one unpadded sequence) it is plain causal SDPA."""
-    import inspect
-
-    import torch
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError as exc:
-        if log:
-            log(f"varlen attention unavailable: {exc}")
-        return False
-    sig = inspect.signature(varlen_attn).parameters
-
-    def varlen_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-        cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
-        if cu_q is None or query.shape[0] != 1:
-            if attention_mask is not None:
-                raise ValueError(f"{VARLEN}: padded batches are not supported (use padding-free batches)")
-            return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling,
-                                          is_causal=True)
-        dtype = query.dtype if query.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-        q = query[0].transpose(0, 1).to(dtype)    # (T, H, D)
-        k = key[0].transpose(0, 1).to(dtype)
-        v = value[0].transpose(0, 1).to(dtype)
-        extra = {}
-        if q.shape[1] != k.shape[1]:
-            if "enable_gqa" in sig:
-                extra["enable_gqa"] = True
-            else:
-                rep = q.shape[1] // k.shape[1]
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if "is_causal" in sig:
-            extra["is_causal"] = True
-        else:
-            extra["window_size"] = (-1, 0)
-        if scaling is not None and "scale" in sig:
-            extra["scale"] = scaling
-        cu_q = cu_q.to(device=q.device, dtype=torch.int32)
-        cu_k = cu_k.to(device=q.device, dtype=torch.int32)
-        out = varlen_attn(q, k, v, cu_q, cu_k, int(kwargs["max_length_q"]), int(kwargs["max_length_k"]), **extra)
-        return out[None], None                    # (1, T, H, D)
-
-    AttentionInterface.register(VARLEN, varlen_forward)
-    return True
-
-
-def set_attention(model, name: str):
-    for cfg in {id(c): c for c in (model.config, getattr(model.config, "get_text_config", lambda: None)())
-                if c is not None}.values():
-        cfg._attn_implementation = name
-
-
-def light_kbit_prepare(model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=None):
-    """peft's prepare_model_for_kbit_training without its fp32 up-cast of every non-quantised weight
-    (embeddings, norms, lm_head): freezes the base and enables input grads + checkpointing."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if use_gradient_checkpointing:
-        model.enable_input_require_grads()
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False})
-    return model
+# The tuned settings are train params of the project (training.py, attention.py); this script only
+# chooses them per variant.
+from sqltradeoff.attention import TORCH_VARLEN as VARLEN  # noqa: E402
 
 
 class ModelCache:
@@ -521,32 +453,12 @@ def make_step_timer(torch):
     return StepTimer()
 
 
-@contextlib.contextmanager
-def sft_overrides(overrides: dict):
-    """Apply SFTConfig overrides to what training.train() builds (the tuned settings)."""
-    import trl
-
-    real = trl.SFTConfig
-    if not overrides:
-        yield
-        return
-
-    def patched(*args, **kwargs):
-        kwargs.update(overrides)
-        return real(*args, **kwargs)
-
-    trl.SFTConfig = patched
-    try:
-        yield
-    finally:
-        trl.SFTConfig = real
-
-
-PF = {"padding_free": True, "max_length": None}   # TRL padding-free (training.py drops long examples itself)
-FA = {"attn": VARLEN}
-FA_BF16 = {"attn": VARLEN, "upcast": False}
+# train params of each variant beyond micro-batch/accumulation/checkpointing
+PF = {"padding_free": True}                                  # TRL padding-free batches
+FA = {"padding_free": True, "attention": VARLEN}             # + PyTorch varlen FlashAttention
+FA_BF16 = {"padding_free": True, "attention": VARLEN, "fp32_upcast": False}   # + no fp32 up-cast
 TRAIN_VARIANTS = [
-    # name, train-config overrides, SFTConfig overrides, timed optimizer steps, description[, model options]
+    # name, train params (batching), train params (throughput settings), timed optimizer steps, description
     ("ref", {"batch_size": 1, "grad_accum": 4, "gradient_checkpointing": False}, {}, 10,
      "reference recipe: micro-batch 1 x accumulation 4, padded batches, SDPA, no checkpointing (params.yaml)"),
     ("ref_gc", {"batch_size": 1, "grad_accum": 4, "gradient_checkpointing": True}, {}, 10,
@@ -555,18 +467,18 @@ TRAIN_VARIANTS = [
      "padding-free micro-batch 4 x accumulation 1 (the same 4 examples per optimizer step), SDPA"),
     ("pf4_gc", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True}, PF, 10,
      "pf4 + gradient checkpointing"),
-    ("pf4_gc_fa", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True}, PF, 10,
-     "pf4_gc with varlen FlashAttention per packed sequence instead of SDPA + block-diagonal mask", FA),
-    ("pf4_gc_fa_bf16", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True}, PF, 10,
-     "pf4_gc_fa without peft's fp32 up-cast of embeddings/norms/lm_head (bf16 residual stream)", FA_BF16),
-    ("pf4_fa_bf16", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False}, PF, 10,
-     "pf4_gc_fa_bf16 without gradient checkpointing", FA_BF16),
+    ("pf4_gc_fa", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True}, FA, 10,
+     "pf4_gc with varlen FlashAttention per packed sequence instead of SDPA + block-diagonal mask"),
+    ("pf4_gc_fa_bf16", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True}, FA_BF16, 10,
+     "pf4_gc_fa without peft's fp32 up-cast of embeddings/norms/lm_head (bf16 residual stream)"),
+    ("pf4_fa_bf16", {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False}, FA_BF16, 10,
+     "pf4_gc_fa_bf16 without gradient checkpointing"),
     ("pf16_gc", {"batch_size": 16, "grad_accum": 1, "gradient_checkpointing": True}, PF, 4,
      "padding-free micro-batch 16 x 1 + checkpointing, SDPA (16 examples per step: a different recipe)"),
-    ("pf8_gc_fa_bf16", {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": True}, PF, 6,
-     "pf4_gc_fa_bf16 with micro-batch 8 (8 examples per step: a different recipe)", FA_BF16),
-    ("pf16_gc_fa_bf16", {"batch_size": 16, "grad_accum": 1, "gradient_checkpointing": True}, PF, 4,
-     "pf4_gc_fa_bf16 with micro-batch 16 (16 examples per step: a different recipe)", FA_BF16),
+    ("pf8_gc_fa_bf16", {"batch_size": 8, "grad_accum": 1, "gradient_checkpointing": True}, FA_BF16, 6,
+     "pf4_gc_fa_bf16 with micro-batch 8 (8 examples per step: a different recipe)"),
+    ("pf16_gc_fa_bf16", {"batch_size": 16, "grad_accum": 1, "gradient_checkpointing": True}, FA_BF16, 4,
+     "pf4_gc_fa_bf16 with micro-batch 16 (16 examples per step: a different recipe)"),
 ]
 
 
@@ -610,11 +522,11 @@ def phase_train(a, bench, model_cfg, P, peak_tflops, log, results, variants):
     modeling.load_model = cache.load_model
     out_rows = results.setdefault("train", {})
 
-    have_varlen = register_varlen_attention(log)
+    from sqltradeoff.attention import varlen_available
 
-    def run_one(name, cfg, sover, data_path, timer, mopts):
-        import peft
+    have_varlen = varlen_available()[0]
 
+    def run_one(name, cfg, data_path, timer):
         gc.collect()
         torch.cuda.empty_cache()
         t0 = time.time()
@@ -627,28 +539,16 @@ def phase_train(a, bench, model_cfg, P, peak_tflops, log, results, variants):
                 f"allocated {results['model_weights_gib']} GiB")
             if not a.skip_check:
                 check_padding_free(cache.pair[0], log, results, have_varlen)
-        attn = mopts.get("attn", "sdpa")
-        if attn == VARLEN and not have_varlen:
-            cache.pair = None
-            return None, "varlen attention unavailable in this torch", (0.0, 0.0)
-        set_attention(cache.pair[0], attn)
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         err = info = None
-        real_prepare = peft.prepare_model_for_kbit_training
-        if not mopts.get("upcast", True):
-            peft.prepare_model_for_kbit_training = light_kbit_prepare
-        try:
-            with sft_overrides(sover):
-                info = training.train(cfg, model_cfg, data_path, work / name, work / name / "metrics",
-                                      callbacks=[timer])
+        try:    # the project's training path; the variant's settings are ordinary train params
+            info = training.train(cfg, model_cfg, data_path, work / name, work / name / "metrics", callbacks=[timer])
         except Exception as exc:  # keep going: report the failure in the table
             import traceback
             err = f"{type(exc).__name__}: {str(exc)[:300]}"
             log(f"train[{name}] FAILED: {err}\n{traceback.format_exc()}")
-        finally:
-            peft.prepare_model_for_kbit_training = real_prepare
         peak = (torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30)
         cache.pair = None
         timer.model = None
@@ -657,15 +557,14 @@ def phase_train(a, bench, model_cfg, P, peak_tflops, log, results, variants):
         return info, err, peak
 
     try:
-        for name, tover, sover, steps, desc, *rest in variants:
-            mopts = rest[0] if rest else {}
+        for name, tover, sover, steps, desc in variants:
             if a.quick:
                 steps = max(2, steps // 3)
             warm = 2
-            cfg = dict(base_cfg, **tover, max_steps=warm + steps)
+            cfg = dict(base_cfg, **tover, **sover, max_steps=warm + steps)
             log(f"train[{name}]: {desc}; {warm} warm-up + {steps} timed optimizer steps")
             timer = make_step_timer(torch)
-            info, err, (peak_alloc, peak_res) = run_one(name, cfg, sover, pool_path, timer, mopts)
+            info, err, (peak_alloc, peak_res) = run_one(name, cfg, pool_path, timer)
             if err is not None:
                 out_rows[name] = {"desc": desc, "error": err}
                 save_results(a, results)
@@ -676,8 +575,7 @@ def phase_train(a, bench, model_cfg, P, peak_tflops, log, results, variants):
             worst_path.write_text("".join(json.dumps(bench["train"][i]) + "\n" for i in longest[:ex_per_step]))
             leak = torch.cuda.memory_allocated() / 2**30
             wtimer = make_step_timer(torch)
-            _, werr, (w_alloc, w_res) = run_one(name + "_worst", dict(cfg, max_steps=1), sover, worst_path, wtimer,
-                                                mopts)
+            _, werr, (w_alloc, w_res) = run_one(name + "_worst", dict(cfg, max_steps=1), worst_path, wtimer)
             ends = timer.ends
             dts = [ends[i] - ends[i - 1] for i in range(warm + 1, len(ends))]
             toks = timer.tokens[warm + 1:]
@@ -688,8 +586,8 @@ def phase_train(a, bench, model_cfg, P, peak_tflops, log, results, variants):
             flops = train_flops(P, n_lora, seqs)
             row = {
                 "desc": desc, "micro_batch": cfg["batch_size"], "grad_accum": cfg["grad_accum"],
-                "padding_free": bool(sover.get("padding_free")), "grad_ckpt": cfg["gradient_checkpointing"],
-                "attention": mopts.get("attn", "sdpa"), "fp32_upcast": mopts.get("upcast", True),
+                "padding_free": cfg.get("padding_free", False), "grad_ckpt": cfg["gradient_checkpointing"],
+                "attention": cfg.get("attention", "sdpa"), "fp32_upcast": cfg.get("fp32_upcast", True),
                 "timed_steps": len(dts), "seconds_per_step": t / len(dts),
                 "median_seconds_per_step": statistics.median(dts),
                 "step_s_all": [round(x, 4) for x in dts], "tokens_timed": sum(toks),
@@ -726,6 +624,8 @@ def check_padding_free(model, log, results, have_varlen):
     """Packed (padding-free) forward == separate forwards: SDPA with position_ids (block-diagonal
     mask) and the varlen FlashAttention path with cu_seq_lens; and what ignoring boundaries gives."""
     import torch
+
+    from sqltradeoff.attention import set_attention
 
     dev = next(model.parameters()).device
     lens = (37, 61, 20)

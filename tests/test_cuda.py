@@ -3,7 +3,9 @@
 * 4-bit NF4 load (double quantisation, bf16 compute) through `modeling.load_model`, then a QLoRA
   run through `training.train` with paged 8-bit AdamW lowers the completion loss;
 * batched greedy generation equals one-prompt-at-a-time generation on CUDA (bf16 and 4-bit);
-* MMLU letter log-likelihoods with the few-shot prefix KV cache reused equal the recomputed ones.
+* MMLU letter log-likelihoods with the few-shot prefix KV cache reused equal the recomputed ones;
+* the tuned QLoRA settings (`padding_free`, `attention: torch_varlen`, `fp32_upcast: false`) train
+  through the same `training.train`, and the varlen attention keeps packed examples apart.
 
 The model is a tiny random-weight Mistral-shaped network (GQA, rope theta 1e6, no sliding window)
 with the ChatML tokenizer of the `tiny_llama` fixture. On the GPU machine the packages it needs
@@ -256,3 +258,74 @@ def test_mmlu_prefix_reuse_equals_recompute(tiny_mistral, tmp_path, four_bit):
         ranked = sorted(lb.values(), reverse=True)
         if ranked[0] - ranked[1] > 0.1:              # a clear winner must be the same
             assert a["pred"] == b["pred"]
+
+
+def test_tuned_qlora_settings_train_padding_free_with_varlen_attention_in_bf16(tiny_mistral, tmp_path):
+    from transformers import TrainerCallback
+
+    from sqltradeoff.modeling import apply_adapter, load_model, load_tokenizer
+    from sqltradeoff.training import train
+
+    cfg_m = model_cfg(tiny_mistral, True, tmp_path)
+    tok = load_tokenizer(cfg_m)
+    data = rows(tok)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, data)
+    seen = {}
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kw):
+            base = model.get_base_model()
+            seen["attn"] = base.config._attn_implementation
+            seen["norm_dtype"] = base.model.norm.weight.dtype
+            seen["lm_head_dtype"] = base.lm_head.weight.dtype
+
+    def hook(trainer):
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        seen["batch"] = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
+
+    tuned_cfg = {**CFG, "padding_free": True, "attention": "torch_varlen", "fp32_upcast": False}
+    info = train(tuned_cfg, cfg_m, path, tmp_path / "m", tmp_path / "metrics", callbacks=[Probe()],
+                 trainer_hook=hook)
+    assert info["steps"] == CFG["max_steps"] and info["quantization"] == "nf4"
+    assert seen["attn"] == "torch_varlen"
+    assert seen["norm_dtype"] == seen["lm_head_dtype"] == torch.bfloat16       # no fp32 up-cast
+    assert seen["batch"]["input_ids"][0] == 1 and "cu_seq_lens_q" in seen["batch"]   # one flat row
+    assert "attention_mask" not in seen["batch"]
+
+    base, tok = load_model(cfg_m)
+    before = completion_loss(base, tok, data)
+    tuned = apply_adapter(base, tmp_path / "m" / "adapter", merge=False)
+    after = completion_loss(tuned, tok, data)
+    assert after < before - 0.5, (before, after)
+
+    # the reference settings up-cast the non-quantised weights (peft's prepare_model_for_kbit_training)
+    seen.clear()
+    train({**CFG, "max_steps": 1}, cfg_m, path, tmp_path / "r", tmp_path / "mr", callbacks=[Probe()])
+    assert seen["attn"] == "sdpa" and seen["norm_dtype"] == torch.float32
+
+
+def test_varlen_attention_keeps_packed_examples_apart(tiny_mistral, tmp_path):
+    """bf16 model: one flat row of 3 examples with cu_seq_lens == the 3 examples run separately;
+    ignoring the boundaries is far off; a padded batch is refused rather than silently attended."""
+    from sqltradeoff.attention import set_attention
+    from sqltradeoff.modeling import load_model
+
+    model, _ = load_model(model_cfg(tiny_mistral, False, tmp_path))
+    lens = (37, 61, 20)
+    ids = [torch.randint(3, 200, (n,), generator=torch.Generator().manual_seed(n)).cuda() for n in lens]
+    flat = torch.cat(ids)[None]
+    pos = torch.cat([torch.arange(n) for n in lens])[None].cuda()
+    cu = torch.tensor([0, 37, 98, 118], dtype=torch.int32, device="cuda")
+    with torch.inference_mode():
+        ref = torch.cat([model(input_ids=x[None], use_cache=False).logits[0].float() for x in ids])
+        set_attention(model, "torch_varlen")
+        packed = model(input_ids=flat, position_ids=pos, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                       max_length_q=61, max_length_k=61).logits[0].float()
+        ignored = model(input_ids=flat, use_cache=False).logits[0].float()
+        rel = lambda out: float((out - ref).norm() / ref.norm())  # noqa: E731
+        assert rel(packed) < 2e-2, rel(packed)          # bf16 rounding
+        assert rel(ignored) > 10 * max(rel(packed), 1e-3), (rel(ignored), rel(packed))
+        padded = torch.nn.utils.rnn.pad_sequence(ids[:2], batch_first=True)
+        with pytest.raises(ValueError, match="padding-free"):
+            model(input_ids=padded, attention_mask=(padded != 0).long(), use_cache=False)
