@@ -1029,9 +1029,14 @@ def cmd_stage_train(argv):
     runpy.run_path(str(REPO / "stages" / "train.py"), run_name="__main__")
 
 
+TUNED_TRAIN = {"batch_size": 4, "grad_accum": 1, "gradient_checkpointing": True, "padding_free": True,
+               "attention": VARLEN, "fp32_upcast": False}     # the tuned QLoRA settings (train params)
+
+
 def cmd_multi_gpu(a):
-    """The train stage on 1 GPU (plain python) and on N GPUs (accelerate launch, data parallel), on the
-    random-weight Mistral-7B in 4-bit with the params.yaml recipe; prints a table."""
+    """The train stage on 1 GPU (plain `python stages/train.py`: it pins itself to GPU 0) and on N GPUs
+    (accelerate launch, data parallel), on the random-weight Mistral-7B in 4-bit, for each recipe
+    (ref: params.yaml; tuned: TUNED_TRAIN); prints a table."""
     import yaml
 
     out = Path(a.out)
@@ -1049,47 +1054,57 @@ def cmd_multi_gpu(a):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update({"path": str(model_dir), "load_in_4bit": True, "cache_dir": str(work / "cache")})
     params["train"].update({"max_steps": a.steps, "save_steps": 10 ** 6})
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
     maxlen = int(params["train"]["max_length"])
     rng = random.Random(0)
     rows = [r for r, n in zip(bench["train"], bench["train_lengths"]) if n <= maxlen]
-    (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rng.sample(rows, 512)))
+    (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rng.sample(rows, 1024)))
     env = dict(os.environ, NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
     rows_out = []
-    for n in [1, n_gpu] if n_gpu > 1 else [1]:
-        stage = [str(Path(__file__).resolve()), "stage-train", "--run", "run1", "--data", str(work / "train.jsonl"),
-                 "--out", str(work / f"out{n}"), "--metrics-dir", str(work / f"metrics{n}"),
-                 "--params", str(work / "params.yaml")]
-        if n == 1:
-            cmd = [sys.executable, *stage]
-        else:
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *stage]
-        log("multi-gpu:", " ".join(cmd))
-        t0 = time.time()
-        # one process on a several-GPU machine must see one GPU: TRL refuses nn.DataParallel
-        run_env = dict(env, CUDA_VISIBLE_DEVICES="0") if n == 1 else env
-        proc = subprocess.run(cmd, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=a.variant_timeout)
-        wall = time.time() - t0
-        (out / f"multi_gpu_{n}.log").write_text(proc.stdout)
-        info = {}
-        for line in proc.stdout.splitlines():
-            if line.startswith("{") and '"steps"' in line:
-                with contextlib.suppress(ValueError):
-                    info = json.loads(line)
-        row = {"processes": n, "rc": proc.returncode, "command_wall_s": round(wall, 1), **info}
-        if proc.returncode != 0:
-            row["tail"] = "\n".join(proc.stdout.strip().splitlines()[-8:])
-        rows_out.append(row)
-        log("multi-gpu:", json.dumps(row)[:600])
+    for recipe in a.recipes.split(","):
+        rp = yaml.safe_load(yaml.safe_dump(params))
+        if recipe == "tuned":
+            rp["train"].update(TUNED_TRAIN)
+        elif recipe != "ref":
+            raise SystemExit(f"unknown recipe {recipe!r} (ref, tuned)")
+        (work / f"params_{recipe}.yaml").write_text(yaml.safe_dump(rp))
+        for n in [1, n_gpu] if n_gpu > 1 else [1]:
+            tag = f"{recipe}_{n}"
+            stage = [str(Path(__file__).resolve()), "stage-train", "--run", "run1", "--data",
+                     str(work / "train.jsonl"), "--out", str(work / f"out_{tag}"), "--metrics-dir",
+                     str(work / f"metrics_{tag}"), "--params", str(work / f"params_{recipe}.yaml")]
+            if n == 1:     # no CUDA_VISIBLE_DEVICES: the stage itself must keep to one GPU
+                cmd = [sys.executable, *stage]
+            else:
+                cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *stage]
+            log("multi-gpu:", " ".join(cmd))
+            t0 = time.time()
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=a.variant_timeout)
+            wall = time.time() - t0
+            (out / f"multi_gpu_{tag}.log").write_text(proc.stdout)
+            info = {}
+            for line in proc.stdout.splitlines():
+                if line.startswith("{") and '"steps"' in line:
+                    with contextlib.suppress(ValueError):
+                        info = json.loads(line)
+            t = rp["train"]
+            row = {"recipe": recipe, "processes": n, "rc": proc.returncode, "command_wall_s": round(wall, 1),
+                   "examples_per_step": t["batch_size"] * t["grad_accum"] * n,
+                   "adapter_written": (work / f"out_{tag}" / "adapter" / "adapter_model.safetensors").is_file(),
+                   **info}
+            if proc.returncode != 0:
+                row["tail"] = "\n".join(proc.stdout.strip().splitlines()[-8:])
+            rows_out.append(row)
+            log("multi-gpu:", json.dumps(row)[:600])
     results["runs"] = rows_out
     (out / "multi_gpu.json").write_text(json.dumps(results, indent=1))
-    t = params["train"]
-    table = md_table(["processes (GPUs)", "exit", "optimizer steps", "examples / step", "train wall s", "tokens/s",
-                      "command wall s"],
-                     [[r["processes"], r["rc"], r.get("steps", ""), t["batch_size"] * t["grad_accum"] * r["processes"],
-                       r.get("wall_time_s", ""), r.get("tokens_per_s", ""), r["command_wall_s"]] for r in rows_out])
+    table = md_table(["recipe", "processes (GPUs)", "exit", "adapter", "optimizer steps", "examples / step",
+                      "train wall s", "tokens/s", "command wall s"],
+                     [[r["recipe"], r["processes"], r["rc"], "yes" if r["adapter_written"] else "no",
+                       r.get("steps", ""), r["examples_per_step"], r.get("wall_time_s", ""),
+                       r.get("tokens_per_s", ""), r["command_wall_s"]] for r in rows_out])
     print("\n" + table)
     (out / "multi_gpu.md").write_text(table + "\n")
 
@@ -1136,6 +1151,7 @@ def main(argv=None):
     pm.add_argument("--model-dir", default="/dev/shm/mistral7b-random")
     pm.add_argument("--work", default="/tmp/bench_gpu")
     pm.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
+    pm.add_argument("--recipes", default="ref,tuned", help="ref (params.yaml), tuned (TUNED_TRAIN), comma list")
     pm.add_argument("--variant-timeout", type=int, default=300)
     sub.add_parser("stage-train", help="stages/train.py with a no-op DVCLive if dvclive is missing "
                                        "(for `accelerate launch` on the GPU machine); arguments pass through")

@@ -610,7 +610,8 @@ def _verdict(c: dict) -> str:
 def _diff_sentence(label: str, c: dict, cl: str, base: str) -> str:
     return (f"{label} {_pct(c['new'])} vs {_pct(c['base'])} ({base}): {_pp(c['change_pp'])} "
             f"({_relf(c['change_rel_pct'])} relative; paired {cl} CI {c['ci_low_pp']:+.1f} to "
-            f"{c['ci_high_pp']:+.1f} pp; {c['fixed']} questions gained, {c['broken']} lost of {c['n']}): "
+            f"{c['ci_high_pp']:+.1f} pp; {c['fixed']} {'question' if c['fixed'] == 1 else 'questions'} gained, "
+            f"{c['broken']} lost of {c['n']}): "
             f"{_verdict(c)}.")
 
 

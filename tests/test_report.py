@@ -387,3 +387,13 @@ def test_primary_method_debiased_and_params_mismatch(tmp_path):
     assert "MMLU (debiased, 5-shot)" in res["markdown"] and "no debiased outcomes" not in res["markdown"]
     # params.yaml says loglik: the files are stale relative to it, and the report says so
     assert any("mmlu.method is 'loglik'" in w and "'debiased'" in w for w in res["warnings"])
+
+
+def test_difference_sentence_counts_questions_in_words():
+    from sqltradeoff.report import _diff_sentence
+
+    c = {"new": 0.32, "base": 0.313, "change_pp": 0.7, "change_rel_pct": 2.1, "ci_low_pp": 0.0, "ci_high_pp": 2.0,
+         "fixed": 1, "broken": 0, "n": 150, "significant": False, "mcnemar_p": 1.0}
+    text = _diff_sentence("MMLU", c, "95%", "base")
+    assert "1 question gained, 0 lost of 150" in text and "not significant" in text
+    assert "2 questions gained" in _diff_sentence("MMLU", {**c, "fixed": 2}, "95%", "base")
