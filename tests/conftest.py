@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_paths import GGUF_DIR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "YES")
@@ -40,20 +42,11 @@ _CORPUS = [
 ]
 
 
-def gguf_dir() -> Path:
-    return Path(os.path.expanduser(os.environ.get("SQLTRADEOFF_GGUF_DIR", "~/.cache/offline-models")))
-
-
 def gguf_path(name: str) -> Path:
-    p = gguf_dir() / name
+    p = GGUF_DIR / name
     if not p.is_file():
         pytest.skip(f"real model {p} not present (set SQLTRADEOFF_GGUF_DIR)")
     return p
-
-
-def shared_data_dir() -> Path:
-    env = os.environ.get("SQLTRADEOFF_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def build_tiny_llama(dest: Path) -> Path:

@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import sqlite3
 import tarfile
 import zipfile
@@ -16,13 +15,12 @@ import pytest
 from sqltradeoff import data
 from sqltradeoff.errors import UserError
 from sqltradeoff.io import read_json, read_jsonl
+from shared_paths import SHARED, SPIDER, needs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
 SUBJECTS = ["high_school_computer_science", "philosophy", "high_school_macroeconomics"]
 MMLU_CFG = {"subjects": SUBJECTS}
-need_mirror = pytest.mark.skipif(not (SHARED / "spider" / "dev.json").is_file(),
-                                 reason=f"shared data mirror not found at {SHARED} (set SQLTRADEOFF_SHARED_DATA)")
+need_mirror = needs(SPIDER / "dev.json")
 
 
 # ------------------------------------------------------------------ the real mirror

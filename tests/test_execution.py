@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -10,15 +9,11 @@ import pytest
 
 from sqltradeoff import execution as ex
 from sqltradeoff.execution import compare, exec_match, remove_distinct, result_eq, score_pairs
+from shared_paths import CONCERT_SINGER_DB, DB_DIR, SPIDER, needs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA") or REPO.parent / "shared" / "data")
-SPIDER = SHARED / "spider"
-DB_DIR = SPIDER / "database"
 
-needs_data = pytest.mark.skipif(not (DB_DIR / "concert_singer" / "concert_singer.sqlite").is_file(),
-                                reason=f"Spider databases not found under {DB_DIR} "
-                                       f"(set SQLTRADEOFF_SHARED_DATA)")
+needs_data = needs(CONCERT_SINGER_DB)
 
 
 def db(db_id: str) -> Path:

@@ -114,16 +114,11 @@ def test_small_model_rambling_output():
 
 
 def test_extracted_sql_runs_on_a_real_database():
-    from pathlib import Path
-    import os
+    from shared_paths import CONCERT_SINGER_DB, require
 
     from sqltradeoff.sqlexec import execute_sql
 
-    repo = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA") or repo.parent / "shared" / "data")
-    db = shared / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
-    if not db.is_file():
-        pytest.skip(f"{db} not found (set SQLTRADEOFF_SHARED_DATA)")
+    db = require(CONCERT_SINGER_DB)
     for text, expected in CASES:
         if text and "singer" in expected and expected.upper().startswith("SELECT") \
                 and "T1" not in expected and "Result" not in expected:

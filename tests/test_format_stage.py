@@ -1,7 +1,6 @@
 """The format stage (prompt/completion files, manifest) and the data stage CLIs."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,14 +11,12 @@ import yaml
 
 from sqltradeoff.errors import UserError
 from sqltradeoff.io import read_json, read_jsonl, write_json, write_jsonl
+from shared_paths import DB_DIR, GGUF_DIR, needs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
-DB_DIR = SHARED / "spider" / "database"
-GGUF_DIR = Path(os.environ.get("SQLTRADEOFF_GGUF_DIR", Path.home() / ".cache" / "offline-models"))
 sys.path.insert(0, str(REPO / "stages"))
 sys.path.insert(0, str(REPO / "tests"))
-need_mirror = pytest.mark.skipif(not DB_DIR.is_dir(), reason=f"shared data mirror not found at {SHARED}")
+need_mirror = needs(DB_DIR)
 
 
 def run_stage(*args, cwd=REPO):

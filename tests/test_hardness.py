@@ -2,24 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from sqltradeoff.hardness import count_component1, count_component2, count_others, hardness
+from shared_paths import SPIDER, require
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA") or REPO.parent / "shared" / "data")
-DEV = SHARED / "spider" / "dev.json"
 
 
 @pytest.fixture(scope="module")
 def dev():
-    if not DEV.is_file():
-        pytest.skip(f"{DEV} not found (set SQLTRADEOFF_SHARED_DATA)")
-    return json.loads(DEV.read_text())
+    return json.loads(require(SPIDER / "dev.json").read_text())
 
 
 def test_full_dev_distribution(dev):

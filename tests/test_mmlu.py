@@ -351,16 +351,13 @@ def test_hf_generator_and_evaluate_on_tiny_model(conftest_llama):
 def test_real_tokenizer_takes_the_fast_path_and_matches_naive(smollm2_gguf, tmp_path):
     """SmolLM2-135M (GGUF): " A".." D" are single tokens after "Answer:", so one forward per
     question; the cached-prefix numbers equal a naive full forward on real MMLU dev questions."""
-    import os
-    from pathlib import Path
+    from shared_paths import MMLU_DEV, require
 
     from sqltradeoff import data
     from sqltradeoff.modeling import load_model
 
-    shared = os.environ.get("SQLTRADEOFF_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(shared) / "mmlu" / "data" / "dev"
-    if not (root / "philosophy_dev.csv").is_file():
-        pytest.skip(f"MMLU mirror not present under {root}")
+    root = MMLU_DEV
+    require(root / "philosophy_dev.csv")
     dev = data.read_mmlu_csv(root / "philosophy_dev.csv", "philosophy", "dev")
     model, tok = load_model({"path": str(smollm2_gguf), "revision": "main", "load_in_4bit": False,
                              "cache_dir": str(mmlu_cache_dir(tmp_path))})

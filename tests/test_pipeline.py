@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shared_paths import GGUF_DIR, SHARED, SPIDER, require
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
-GGUF_DIR = Path(os.environ.get("SQLTRADEOFF_GGUF_DIR", Path.home() / ".cache" / "offline-models"))
 SMOL = "smollm2-135m-instruct-q4_1.gguf"
 
 
@@ -68,7 +67,7 @@ def ran_stages(output: str) -> set[str]:
 
 
 def tiny_params(params: dict, gguf: Path, cache_dir: Path) -> dict:
-    params["data"]["mirror_dir"] = str(SHARED_DATA)
+    params["data"]["mirror_dir"] = str(SHARED)
     params["sample"].update(spider_dev_n=6, spider_train_n=24, mmlu_per_subject=2)
     params["prompt"]["few_shot"] = 1
     params["model"].update(path=str(gguf), cache_dir=str(cache_dir))
@@ -81,8 +80,7 @@ def tiny_params(params: dict, gguf: Path, cache_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    if not (SHARED_DATA / "spider" / "dev.json").is_file():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require(SPIDER / "dev.json")
     gguf = _find_gguf()
     if gguf is None:
         pytest.skip(f"{SMOL} not found (run scripts/setup.sh or ../shared/tools/get-offline-models)")

@@ -1,18 +1,15 @@
 """Prompt text and chat-template rendering (Mistral-7B-Instruct-v0.2 template, real Qwen tokenizer)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from sqltradeoff import prompts
 from sqltradeoff.errors import UserError
+from shared_paths import DB_DIR, GGUF_DIR, needs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
-DB_DIR = SHARED / "spider" / "database"
-GGUF_DIR = Path(os.environ.get("SQLTRADEOFF_GGUF_DIR", Path.home() / ".cache" / "offline-models"))
 QWEN = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 # The chat template of mistralai/Mistral-7B-Instruct-v0.2 as released (tokenizer_config.json):
@@ -70,7 +67,7 @@ def test_template_errors_are_user_errors():
         prompts.render(word_tokenizer(raising), "Q?", SQL)
 
 
-@pytest.mark.skipif(not (DB_DIR / "concert_singer").is_dir(), reason=f"shared data mirror not found at {SHARED}")
+@needs(DB_DIR / "concert_singer")
 def test_schema_none_vs_create_table():
     with_schema = prompts.user_text("How many singers?", prompts.schema_for(DB_DIR, "concert_singer",
                                                                           prompts.check_prompt_cfg({})))

@@ -1,7 +1,6 @@
 """Seeded samples and the prepare stage on the real mirror."""
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,9 +10,9 @@ import pytest
 from sqltradeoff import data, sampling
 from sqltradeoff.errors import UserError
 from sqltradeoff.io import read_json, read_jsonl
+from shared_paths import SHARED, SPIDER, require
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
 SUBJECTS = ["high_school_computer_science", "philosophy", "high_school_macroeconomics"]
 sys.path.insert(0, str(REPO / "stages"))
 
@@ -62,8 +61,7 @@ def test_few_shot_distinct_databases_and_fixed():
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
-    if not (SHARED / "spider" / "dev.json").is_file():
-        pytest.skip(f"shared data mirror not found at {SHARED}")
+    require(SPIDER / "dev.json")
     root = tmp_path_factory.mktemp("raw")
     data.spider_from_mirror(SHARED, root / "spider")
     data.mmlu_from_mirror(SHARED, {"subjects": SUBJECTS}, root / "mmlu")

@@ -1,7 +1,6 @@
 """Schema text read from SQLite files."""
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -9,13 +8,13 @@ import pytest
 
 from sqltradeoff import schema
 from sqltradeoff.errors import UserError
+from shared_paths import CONCERT_SINGER_DB, needs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA", REPO.parent / "shared" / "data"))
-DB = SHARED / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+DB = CONCERT_SINGER_DB
 
 
-@pytest.mark.skipif(not DB.is_file(), reason=f"shared data mirror not found at {SHARED}")
+@needs(DB)
 def test_real_database_schema():
     text = schema.schema_text(DB)
     lines = text.splitlines()
