@@ -329,3 +329,23 @@ def test_varlen_attention_keeps_packed_examples_apart(tiny_mistral, tmp_path):
         padded = torch.nn.utils.rnn.pad_sequence(ids[:2], batch_first=True)
         with pytest.raises(ValueError, match="padding-free"):
             model(input_ids=padded, attention_mask=(padded != 0).long(), use_cache=False)
+
+
+def test_bf16_lora_without_quantisation_lowers_the_loss(tiny_mistral, tmp_path):
+    """`load_in_4bit: false` on CUDA: bf16 weights, LoRA, paged 8-bit AdamW, tuned batching."""
+    from sqltradeoff.modeling import apply_adapter, load_model, load_tokenizer
+    from sqltradeoff.training import train
+
+    cfg_m = model_cfg(tiny_mistral, False, tmp_path)
+    tok = load_tokenizer(cfg_m)
+    data = rows(tok)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, data)
+    info = train({**CFG, "padding_free": True, "attention": "torch_varlen"}, cfg_m, path, tmp_path / "m",
+                 tmp_path / "metrics")
+    assert (info["device"], info["precision"], info["quantization"]) == ("cuda", "bf16", None)
+    base, tok = load_model(cfg_m)
+    assert next(base.parameters()).dtype == torch.bfloat16
+    before = completion_loss(base, tok, data)
+    after = completion_loss(apply_adapter(base, tmp_path / "m" / "adapter", merge=False), tok, data)
+    assert after < before - 0.5, (before, after)
