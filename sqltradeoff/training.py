@@ -298,9 +298,11 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     from transformers import set_seed
     from trl import SFTConfig
 
-    from .attention import set_attention
+    from .attention import TORCH_VARLEN, register_torch_varlen, set_attention
     from .modeling import device_settings, load_model
 
+    if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
+        register_torch_varlen()
     settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
     ckpt_dir = out_dir / "checkpoints"
     try:   # checked before anything slow or destructive

@@ -286,7 +286,8 @@ def test_padding_free_batches_have_no_padding_and_the_same_loss(tiny_model_cfg, 
     assert flat["final_loss"] == pytest.approx(padded["final_loss"], rel=1e-4)
 
 
-def test_attention_setting_switches_the_implementation_or_fails_clearly(tiny_model_cfg, data, tmp_path):
+def test_attention_setting_switches_the_implementation_or_fails_clearly(tiny_model_cfg, data, tmp_path,
+                                                                       monkeypatch):
     from sqltradeoff.attention import set_attention, varlen_available
 
     seen = {}
@@ -296,7 +297,13 @@ def test_attention_setting_switches_the_implementation_or_fails_clearly(tiny_mod
     model, _ = load_model(tiny_model_cfg)
     with pytest.raises(UserError, match="train.attention 'no_such_kernel'"):
         set_attention(model, "no_such_kernel")
-    if not varlen_available()[0]:       # CPU machines: the CUDA kernel is refused before training starts
+    if not varlen_available()[0]:       # CPU machines: the CUDA kernel is refused before the model loads
+        import sqltradeoff.modeling
+
+        def no_load(*a, **k):
+            raise AssertionError("the model was loaded before the attention setting was checked")
+
+        monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
         with pytest.raises(UserError, match="torch_varlen.*unavailable here"):
             train({**CFG, "attention": "torch_varlen", "padding_free": True}, tiny_model_cfg, data,
                   tmp_path / "v", tmp_path / "mv")
