@@ -29,8 +29,9 @@ study's recipe):
 
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
 configuration (hash of train config, model and data) resumes from the latest one. Checkpoints
-of a different configuration are removed (they cannot be resumed). DVCLive logs loss and
-learning rate per step into the metrics directory.
+of a different configuration are removed (they cannot be resumed), and so is the directory once
+the run has written its adapter (a finished run is retrained from scratch when DVC asks). DVCLive
+logs loss and learning rate per step into the metrics directory.
 """
 from __future__ import annotations
 
@@ -165,8 +166,12 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return best
 
 
-def _prepare_checkpoints(ckpt_dir: Path, digest: str) -> Path | None:
-    """The checkpoint to resume from (same config hash), or None; stale checkpoints are removed."""
+def _prepare_checkpoints(ckpt_dir: Path, digest: str, max_steps: int = -1) -> Path | None:
+    """The checkpoint to resume from (same config hash), or None; stale checkpoints are removed.
+
+    A checkpoint at `max_steps` or beyond (the run had finished training but not written its
+    adapter) is removed too: transformers resumes from it with one extra optimizer step when it
+    falls inside an epoch, so the run goes on from the checkpoint before it."""
     hash_file = ckpt_dir / HASH_FILE
     if ckpt_dir.is_dir():
         stored = None
@@ -176,7 +181,10 @@ def _prepare_checkpoints(ckpt_dir: Path, digest: str) -> Path | None:
             except (OSError, ValueError):
                 stored = None
         if stored == digest:
-            return latest_checkpoint(ckpt_dir)
+            while (last := latest_checkpoint(ckpt_dir)) is not None and 0 < max_steps <= int(last.name.split("-")[1]):
+                print(f"removing {last}: it is the end of the run, not a point to resume from", file=sys.stderr)
+                shutil.rmtree(last)
+            return last
         if any(ckpt_dir.iterdir()):
             print(f"removing checkpoints in {ckpt_dir}: they belong to a different training configuration",
                   file=sys.stderr)
@@ -342,7 +350,8 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     # the other ranks wait for it, then resume from the same checkpoint
     main_process = args.process_index == 0
     with args.main_process_first(local=False, desc="checkpoint preparation"):
-        resume_from = _prepare_checkpoints(ckpt_dir, digest) if main_process else latest_checkpoint(ckpt_dir)
+        resume_from = (_prepare_checkpoints(ckpt_dir, digest, int(cfg["max_steps"])) if main_process
+                       else latest_checkpoint(ckpt_dir))
 
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
     live_callbacks = []
@@ -399,6 +408,8 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     os.replace(tmp, adapter_dir)
+    # checkpoints exist to resume an interrupted run; a finished run starts afresh next time
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     summary = {}
     metrics_file = metrics_dir / "metrics.json"

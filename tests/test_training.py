@@ -156,6 +156,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_model_cfg, data, tmp_
              (tmp_path / "mint" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 7))   # each step logged once despite the interruption
 
+    assert not (tmp_path / "int" / "checkpoints").exists()     # a finished run leaves none behind
     # a different configuration does not resume from these checkpoints
     other = train({**CFG, "learning_rate": 1e-3}, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint2")
     assert other["resumed_from"] is None and other["steps_this_run"] == 6
@@ -346,5 +347,36 @@ def test_data_parallel_launch_runs_the_stage_once_per_process_and_writes_once(ti
     rows = (proj / "metrics/train/run1/plots/metrics/loss.tsv").read_text().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == list(range(1, info["steps"] + 1))   # logged once per step
     assert not list((proj / "models/run1").glob(".adapter.tmp*"))
-    stored = json.loads((proj / "models/run1/checkpoints/config_hash.json").read_text())
-    assert stored["config_hash"] == info["config_hash"]
+    assert not (proj / "models/run1/checkpoints").exists()    # removed once, by rank 0, after the adapter
+
+
+def test_a_run_that_finished_training_but_not_its_adapter_ends_at_max_steps(tiny_model_cfg, data, tmp_path):
+    """Interrupted after the final checkpoint (step 4, inside the second epoch of 3 steps) but before
+    the adapter was written: transformers would resume from that checkpoint with a 5th step; the run
+    must end at max_steps with the weights of an uninterrupted run."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    cfg = {**CFG, "max_steps": 4, "save_steps": 2}
+
+    class CrashAtEnd(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("simulated interruption after the last step")
+
+    full = train(cfg, tiny_model_cfg, data, tmp_path / "full", tmp_path / "mfull")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint", callbacks=[CrashAtEnd()])
+    assert (tmp_path / "int" / "checkpoints" / "checkpoint-4").is_dir()
+    resumed = train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint")
+    assert resumed["steps"] == full["steps"] == 4
+    assert resumed["resumed_from"] == "checkpoint-2" and resumed["steps_this_run"] == 2
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "int" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+    # the finished run left no checkpoints: the same configuration again trains from scratch, identically
+    again = train(cfg, tiny_model_cfg, data, tmp_path / "full", tmp_path / "mfull")
+    assert again["resumed_from"] is None and again["steps_this_run"] == 4
+    c = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
