@@ -13,10 +13,24 @@
 * a statement that starts with a data- or schema-changing keyword (INSERT, DROP, PRAGMA, ...;
   after comments and parentheses) is refused before SQLite sees it, and only one statement
   is accepted (Python's sqlite3 refuses a second one before running anything);
+* SQL text longer than `MAX_SQL_CHARS` is refused before any Python or SQLite pass over it,
+  and SQLite's own limits are lowered (`SQLITE_LIMITS`: statement length, string/blob length,
+  LIKE/GLOB pattern length, expression depth, compound SELECTs, function arguments, columns,
+  VDBE program size), each far above what any Spider gold query needs (the 972 dev gold
+  queries all run);
 * a wall-clock time limit enforced *inside* SQLite by a progress handler, which interrupts a
-  runaway query (an endless recursive CTE, a 6-way cross join) during compile, run or fetch;
-* at most `max_rows` rows are fetched (`fetchmany`), and SQLite's string/blob length limit is
-  lowered, so a hostile query cannot exhaust memory.
+  runaway query (an endless recursive CTE, a 6-way cross join) while it runs or fetches;
+* at most `max_rows` rows are fetched (`fetchmany`).
+
+A progress handler cannot stop one long SQLite step (a LIKE/GLOB/instr scan of a long string,
+a huge printf, a long compile). `run_isolated` therefore runs the work in killable worker
+processes (fork), each with a memory cap (`RLIMIT_AS` of its size at start plus `memory_mb`,
+and SQLite's `hard_heap_limit`): the parent watches a clock in shared memory that
+`execute_sql` sets at the start of each query, and kills the worker (SIGKILL) when a query
+has run `timeout_s + HARD_KILL_SLACK_S` seconds; the worker is restarted for the rest of its
+batch. So every query ends within its time limit plus HARD_KILL_SLACK_S (0.5 s) and the
+kill-and-reap latency (milliseconds), whatever the statement does; a killed or dead worker's
+item is reported through `on_fail` and the run goes on.
 
 Connections are cached per database file in each process (`_CONNECTIONS`), so a worker that
 scores many questions of one database opens it once.
@@ -25,19 +39,45 @@ Text is decoded as the official Spider evaluator does (`bytes.decode(errors="ign
 """
 from __future__ import annotations
 
+import math
+import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import signal
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 100_000
-MAX_VALUE_BYTES = 10_000_000      # SQLITE_LIMIT_LENGTH: longest string/blob a query may build
+MAX_VALUE_BYTES = 1_000_000       # SQLITE_LIMIT_LENGTH: longest string/blob a query may build
+MAX_SQL_CHARS = 100_000           # longer SQL text is refused before anything looks at it
 PROGRESS_STEPS = 1_000            # VM instructions between two clock checks
+HARD_KILL_SLACK_S = 0.5           # a worker still in a query at timeout + this is killed
+DEFAULT_MEMORY_MB = 2048          # memory a worker may add to its size at start
+MAX_TIMEOUT_S = 86_400.0          # the largest time limit accepted (one day)
+
+# SQLite's own limits on every connection (Spider needs: SQL <= 600 chars, values <= 213 bytes,
+# LIKE patterns <= 12 chars, 2 compound SELECTs, 3 function arguments; the defaults are
+# 1e9 bytes, 1e9 bytes, 50,000, 500 and 127).
+SQLITE_LIMITS = {
+    sqlite3.SQLITE_LIMIT_LENGTH: MAX_VALUE_BYTES,
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: MAX_SQL_CHARS,
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 1_000,
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200,
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,
+    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
+    sqlite3.SQLITE_LIMIT_COLUMN: 1_000,
+    sqlite3.SQLITE_LIMIT_VDBE_OP: 1_000_000,
+    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 100,
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+    sqlite3.SQLITE_LIMIT_WORKER_THREADS: 0,
+}
 
 # Error kinds of an ExecResult.
 OK = "ok"
@@ -131,8 +171,8 @@ def open_readonly(db_path: str | os.PathLike) -> sqlite3.Connection:
         conn.enable_load_extension(False)
     except AttributeError:     # Python built without extension support: already impossible
         pass
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    for category, limit in SQLITE_LIMITS.items():
+        conn.setlimit(category, limit)
     conn.set_authorizer(_authorizer)
     return conn
 
@@ -205,39 +245,76 @@ def classify_error(exc: BaseException) -> str:
     return OTHER_ERROR
 
 
+def check_timeout(timeout_s: Any, name: str = "timeout_s") -> float:
+    """`timeout_s` as a float; `ValueError` unless it is a finite number in (0, MAX_TIMEOUT_S]."""
+    try:
+        t = float(timeout_s)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {timeout_s!r}") from None
+    if isinstance(timeout_s, bool) or not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], "
+                         f"got {timeout_s!r}")
+    return t
+
+
+# In a worker of `run_isolated`: shared doubles [query start (time.monotonic), query tag,
+# item start]; 0.0 means "none running". CLOCK_MONOTONIC is one clock for all processes.
+_CLOCK = None
+
+
+def _fetch_all(cur: sqlite3.Cursor, max_rows: int) -> list[tuple] | None:
+    """All rows, or None when there are more than `max_rows`."""
+    rows: list[tuple] = []
+    batch = max(1, min(1000, max_rows + 1))
+    while True:
+        chunk = cur.fetchmany(batch)
+        if not chunk:
+            return rows
+        rows.extend(chunk)
+        if len(rows) > max_rows:
+            return None
+
+
 def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                max_rows: int = DEFAULT_MAX_ROWS) -> ExecResult:
+                max_rows: int = DEFAULT_MAX_ROWS, tag: int = 0) -> ExecResult:
     """Run one untrusted statement read-only on `db_path`.
 
     Never raises for anything the SQL text can cause; a missing database file raises
-    `FileNotFoundError` (that is a configuration problem, not a prediction error).
+    `FileNotFoundError` (that is a configuration problem, not a prediction error), and a
+    time limit that is not a finite positive number raises `ValueError`. In this process the
+    limit is the progress handler's (see the module docstring for what it cannot stop);
+    `run_isolated` adds the hard kill. `tag` is what a killed query is reported as (`on_fail`).
     """
+    timeout_s = check_timeout(timeout_s)
     start = time.monotonic()
-    if sql is None or not str(sql).strip().strip(";").strip():
+    if sql is None:
+        return ExecResult(error=SYNTAX_ERROR, message="empty query")
+    sql = str(sql)
+    if len(sql) > MAX_SQL_CHARS:
+        return ExecResult(error=OTHER_ERROR, message=f"query longer than {MAX_SQL_CHARS} characters")
+    if not sql.strip().strip(";").strip():
         return ExecResult(error=SYNTAX_ERROR, message="empty query")
     entry = _get(db_path)
     word = first_keyword(sql)
     if word in _STATEMENT_WORDS:
         return ExecResult(error=FORBIDDEN, message=f"only queries are allowed, not {word.upper()}")
     conn, deadline = entry.conn, entry.deadline
-    deadline.deadline = start + float(timeout_s)
+    deadline.deadline = start + timeout_s
     deadline.fired = False
+    clock = _CLOCK
+    if clock is not None:
+        clock[1] = float(tag)
+        clock[0] = start
     cur = None
     try:
         cur = conn.cursor()
         cur.execute(sql)
         if cur.description is None:       # only comments: nothing was run
             return ExecResult(error=SYNTAX_ERROR, message="empty query", seconds=time.monotonic() - start)
-        rows: list[tuple] = []
-        batch = max(1, min(1000, max_rows + 1))
-        while True:
-            chunk = cur.fetchmany(batch)
-            if not chunk:
-                break
-            rows.extend(chunk)
-            if len(rows) > max_rows:
-                return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
-                                  seconds=time.monotonic() - start)
+        rows = _fetch_all(cur, max_rows)
+        if rows is None:
+            return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
+                              seconds=time.monotonic() - start)
         columns = [d[0] for d in cur.description]
         return ExecResult(rows=rows, columns=columns, seconds=time.monotonic() - start)
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
@@ -245,10 +322,14 @@ def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT
         if deadline.fired or (isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
                               and elapsed >= timeout_s):
             return ExecResult(error=TIMEOUT, message=f"exceeded {timeout_s:g} s", seconds=elapsed)
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc):
             return ExecResult(error=OTHER_ERROR, message="out of memory", seconds=elapsed)
+        if isinstance(exc, UnicodeEncodeError):
+            return ExecResult(error=OTHER_ERROR, message="query is not valid Unicode text", seconds=elapsed)
         return ExecResult(error=classify_error(exc), message=str(exc), seconds=elapsed)
     finally:
+        if clock is not None:
+            clock[0] = 0.0
         deadline.deadline = None
         if cur is not None:
             try:
@@ -256,3 +337,172 @@ def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT
             except sqlite3.Error:
                 pass
 
+
+# --------------------------------------------------------------------------- killable workers
+
+def _cap_memory(memory_mb: int | None) -> None:
+    """In a worker: allow `memory_mb` MiB of address space beyond the current size."""
+    if not memory_mb:
+        return
+    budget = int(memory_mb) * 1024 * 1024
+    try:
+        import resource
+        with open("/proc/self/statm") as fh:
+            size = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = size + budget if hard == resource.RLIM_INFINITY else min(size + budget, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ImportError, OSError, ValueError):     # not Linux: the time limit still holds
+        pass
+    try:      # SQLite's own heap stops first, with a clean SQLITE_NOMEM
+        mem = sqlite3.connect(":memory:")
+        mem.execute(f"PRAGMA hard_heap_limit = {budget // 2}")
+        mem.close()
+    except sqlite3.Error:
+        pass
+
+
+def _worker_main(conn, clock, fn: Callable, memory_mb: int | None) -> None:
+    """A worker: receive batches of (key, item), send (key, True, fn(item)) or (key, False, why)."""
+    global _CLOCK
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent handles Ctrl-C and kills us
+    forget_inherited()
+    _CLOCK = clock
+    _cap_memory(memory_mb)
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for key, item in batch:
+            clock[2] = time.monotonic()
+            try:
+                msg = (key, True, fn(item))
+            except MemoryError:
+                msg = (key, False, "out of memory")
+            except Exception as exc:   # noqa: BLE001 - reported as this item's error
+                msg = (key, False, f"{type(exc).__name__}: {exc}"[:300])
+            clock[2] = 0.0
+            conn.send(msg)
+
+
+class _Worker:
+    def __init__(self, ctx, fn: Callable, memory_mb: int | None) -> None:
+        self.clock = ctx.RawArray("d", 3)
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.clock, fn, memory_mb),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        self.pending: deque = deque()          # (key, item) sent and not yet answered, in order
+
+    def send(self, batch: list) -> None:
+        self.pending.extend(batch)
+        try:
+            self.conn.send(batch)
+        except OSError:       # it just died: the next wait sees the closed pipe
+            pass
+
+    def deadline(self, timeout_s: float, item_timeout_s: float) -> float:
+        """When this worker must be killed, judged by its clock now (inf: not running anything)."""
+        q, it = self.clock[0], self.clock[2]
+        return min(q + timeout_s + HARD_KILL_SLACK_S if q > 0 else math.inf,
+                   it + item_timeout_s + HARD_KILL_SLACK_S if it > 0 else math.inf)
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(1)
+        self.kill()
+
+
+def _death_reason(proc) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"worker process died (exit code {code})"
+
+
+FailFn = Callable[[Any, str, int, str], Any]    # (item, kind, tag, message) -> result
+
+
+def run_isolated(batches: Iterable[Sequence[tuple[Hashable, Any]]], fn: Callable[[Any], Any],
+                 on_fail: FailFn, *, workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 item_timeout_s: float | None = None,
+                 memory_mb: int | None = DEFAULT_MEMORY_MB) -> Iterator[tuple[Hashable, Any]]:
+    """Yield `(key, fn(item))` for every `(key, item)` of `batches`, computed in killable workers.
+
+    `workers` forked processes take one batch at a time. A worker whose current query (started
+    by `execute_sql`) has run `timeout_s + HARD_KILL_SLACK_S`, or whose current item has run
+    `item_timeout_s + HARD_KILL_SLACK_S` (default: 3 x timeout_s), is killed; its item gives
+    `on_fail(item, TIMEOUT, tag, message)` (`tag`: the query's `tag`, 0 when not in a query).
+    A worker that dies (killed from outside, out of memory) gives `on_fail(item, OTHER_ERROR,
+    tag, message)`, as does an exception raised by `fn`; a fresh worker takes the rest of the
+    batch. Every item is yielded exactly once (in completion order).
+    """
+    timeout_s = check_timeout(timeout_s)
+    item_timeout_s = 3 * timeout_s if item_timeout_s is None else check_timeout(item_timeout_s)
+    ctx = multiprocessing.get_context("fork")
+    queue = deque(list(b) for b in batches if b)
+    pool: list[_Worker] = []
+    try:
+        while queue or any(w.pending for w in pool):
+            while len(pool) < workers and queue:
+                pool.append(_Worker(ctx, fn, memory_mb))
+            for i, w in enumerate(pool):
+                if not w.pending and queue:
+                    if not w.proc.is_alive():        # died between two batches
+                        w.kill()
+                        pool[i] = w = _Worker(ctx, fn, memory_mb)
+                    w.send(queue.popleft())
+            busy = [w for w in pool if w.pending]
+            now = time.monotonic()
+            wake = min(w.deadline(timeout_s, item_timeout_s) for w in busy)
+            ready = multiprocessing.connection.wait([w.conn for w in busy],
+                                                    timeout=min(max(0.0, wake - now), 1.0))
+            for i, w in enumerate(pool):
+                if not w.pending:
+                    continue
+                dead = False
+                try:
+                    while w.pending and w.conn.poll():
+                        key, ok, value = w.conn.recv()
+                        item = w.pending.popleft()[1]
+                        yield key, (value if ok else on_fail(item, OTHER_ERROR, 0, value))
+                except (EOFError, OSError):
+                    dead = True
+                if not w.pending:
+                    continue
+                if dead or not w.proc.is_alive():
+                    tag, why, kind = int(w.clock[1]) if w.clock[0] > 0 else 0, None, OTHER_ERROR
+                elif time.monotonic() >= w.deadline(timeout_s, item_timeout_s):
+                    in_query = w.clock[0] > 0
+                    tag, kind = (int(w.clock[1]) if in_query else 0), TIMEOUT
+                    why = (f"exceeded {timeout_s:g} s (worker killed)" if in_query
+                           else f"item exceeded {item_timeout_s:g} s (worker killed)")
+                else:
+                    continue
+                w.kill()
+                why = why or _death_reason(w.proc)
+                key, item = w.pending.popleft()
+                rest = list(w.pending)
+                pool[i] = _Worker(ctx, fn, memory_mb)
+                if rest:
+                    pool[i].send(rest)
+                yield key, on_fail(item, kind, tag, why)
+    finally:
+        for w in pool:
+            w.stop() if not w.pending else w.kill()
