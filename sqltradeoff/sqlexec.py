@@ -287,7 +287,7 @@ def check_timeout(timeout_s: Any, name: str = "timeout_s") -> float:
 
 
 # In a worker of `run_isolated`: shared doubles [query start (time.monotonic), query tag,
-# item start]; 0.0 means "none running". CLOCK_MONOTONIC is one clock for all processes.
+# item start, items of the batch finished]; 0.0 means "none running". CLOCK_MONOTONIC is one clock for all processes.
 _CLOCK = None
 
 
@@ -391,8 +391,13 @@ def _cap_memory(memory_mb: int | None) -> None:
         pass
 
 
+FLUSH_S = 0.05      # a worker sends its finished results at least this often (and per batch)
+
+
 def _worker_main(conn, clock, fn: Callable, memory_mb: int | None) -> None:
-    """A worker: receive batches of (key, item), send (key, True, fn(item)) or (key, False, why)."""
+    """A worker: receive batches of (key, item); send lists of (key, True, fn(item)) or
+    (key, False, why), in order, at the end of each batch and every FLUSH_S seconds.
+    `clock[3]` counts the items of the current batch finished so far."""
     global _CLOCK
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent handles Ctrl-C and kills us
     forget_inherited()
@@ -405,21 +410,29 @@ def _worker_main(conn, clock, fn: Callable, memory_mb: int | None) -> None:
             return
         if batch is None:
             return
+        clock[3] = 0.0
+        done: list = []
+        last_flush = time.monotonic()
         for key, item in batch:
             clock[2] = time.monotonic()
             try:
-                msg = (key, True, fn(item))
+                done.append((key, True, fn(item)))
             except MemoryError:
-                msg = (key, False, "out of memory")
+                done.append((key, False, "out of memory"))
             except Exception as exc:   # noqa: BLE001 - reported as this item's error
-                msg = (key, False, f"{type(exc).__name__}: {exc}"[:300])
+                done.append((key, False, f"{type(exc).__name__}: {exc}"[:300]))
             clock[2] = 0.0
-            conn.send(msg)
+            clock[3] += 1
+            if time.monotonic() - last_flush >= FLUSH_S:
+                conn.send(done)
+                done, last_flush = [], time.monotonic()
+        conn.send(done)
 
 
 class _Worker:
     def __init__(self, ctx, fn: Callable, memory_mb: int | None) -> None:
-        self.clock = ctx.RawArray("d", 3)
+        self.clock = ctx.RawArray("d", 4)
+        self.received = 0                       # results received of the current batch
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, self.clock, fn, memory_mb),
                                 daemon=True)
@@ -429,6 +442,7 @@ class _Worker:
 
     def send(self, batch: list) -> None:
         self.pending.extend(batch)
+        self.received = 0
         try:
             self.conn.send(batch)
         except OSError:       # it just died: the next wait sees the closed pipe
@@ -508,9 +522,10 @@ def run_isolated(batches: Iterable[Sequence[tuple[Hashable, Any]]], fn: Callable
                 dead = False
                 try:
                     while w.pending and w.conn.poll():
-                        key, ok, value = w.conn.recv()
-                        item = w.pending.popleft()[1]
-                        yield key, (value if ok else on_fail(item, OTHER_ERROR, 0, value))
+                        for key, ok, value in w.conn.recv():
+                            item = w.pending.popleft()[1]
+                            w.received += 1
+                            yield key, (value if ok else on_fail(item, OTHER_ERROR, 0, value))
                 except (EOFError, OSError):
                     dead = True
                 if not w.pending:
@@ -526,8 +541,10 @@ def run_isolated(batches: Iterable[Sequence[tuple[Hashable, Any]]], fn: Callable
                     continue
                 w.kill()
                 why = why or _death_reason(w.proc)
-                key, item = w.pending.popleft()
+                # finished but not yet sent: run again; the one it was on: failed
+                unsent = min(max(0, int(w.clock[3]) - w.received), len(w.pending) - 1)
                 rest = list(w.pending)
+                key, item = rest.pop(unsent)
                 pool[i] = _Worker(ctx, fn, memory_mb)
                 if rest:
                     pool[i].send(rest)

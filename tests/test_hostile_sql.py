@@ -101,6 +101,15 @@ def test_one_long_sqlite_step_is_killed_at_limit_plus_slack(db_dir, name):
     assert LIMIT + sqlexec.HARD_KILL_SLACK_S <= elapsed < BOUND, elapsed
 
 
+def test_a_kill_mid_batch_loses_no_other_pair(db_dir):
+    """Pairs finished before the kill but not yet reported are run again; the rest go on."""
+    preds = [GOLD, "SELECT 2", GOLD, HOSTILE["like_within_limits"], "SELECT 3", GOLD]
+    outs, elapsed = _score(db_dir, preds, chunk_size=32)
+    assert [o.kind for o in outs] == ["match", "wrong_result", "match", "timeout", "wrong_result",
+                                      "match"], outs
+    assert elapsed < BOUND, elapsed
+
+
 def test_refused_before_any_pass_over_the_text(db_dir):
     for name in ("case_200k", "spaces_10mb", "plus_30mb", "in_list_1m"):
         (out,), elapsed = _score(db_dir, [HOSTILE[name]])
@@ -133,11 +142,11 @@ def test_a_worker_killed_mid_query_scores_its_pair_and_the_rest_goes_on(db_dir):
 
     thread = threading.Thread(target=killer)
     thread.start()
-    outs, elapsed = _score(db_dir, [HOSTILE["printf_1e9"], GOLD, "SELECT 1"], timeout_s=20)
+    outs, elapsed = _score(db_dir, [GOLD, HOSTILE["printf_1e9"], GOLD, "SELECT 1"], timeout_s=20)
     thread.join()
     assert killed
-    assert [o.kind for o in outs] == ["other_error", "match", "wrong_result"], outs
-    assert "SIGKILL" in outs[0].reason
+    assert [o.kind for o in outs] == ["match", "other_error", "match", "wrong_result"], outs
+    assert "SIGKILL" in outs[1].reason
     assert elapsed < 5, elapsed       # found dead at once, not at the 20 s limit
 
 
