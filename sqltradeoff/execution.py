@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from . import sqlexec
+from .isolation import run_isolated
 from .sqlexec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
 
 MATCH = "match"
@@ -314,7 +315,7 @@ def _chunks(pairs: Sequence[dict], db_dir: str | os.PathLike,
 
 
 def _failed(item, kind: str, tag: int, message: str) -> Outcome:
-    """The outcome of a pair whose worker was killed or died (`sqlexec.run_isolated`)."""
+    """The outcome of a pair whose worker was killed or died (`isolation.run_isolated`)."""
     if tag == GOLD_TAG:
         return Outcome(False, GOLD_ERROR, f"{kind}: {message}")
     return Outcome(False, kind, message)
@@ -328,7 +329,7 @@ def score_pairs(pairs: Sequence[dict], db_dir: str | os.PathLike, *, workers: in
     """Score `pairs` (dicts with `db_id`, `gold_sql`, `pred_sql`); outcomes in input order.
 
     Work is chunked by database (each worker process caches one connection per database) and
-    spread over `workers` killable processes (`sqlexec.run_isolated`, each capped at
+    spread over `workers` killable processes (`isolation.run_isolated`, each capped at
     `memory_mb` MiB beyond its start size): a query that runs past `timeout_s` is stopped by
     SQLite's progress handler, or else killed with its worker at `timeout_s +
     sqlexec.HARD_KILL_SLACK_S`; a pair whose worker was killed or died scores 0 (`timeout`,
@@ -352,7 +353,7 @@ def score_pairs(pairs: Sequence[dict], db_dir: str | os.PathLike, *, workers: in
     batches = [[(idx, (path, gold, pred)) for idx, gold, pred in items] for path, items in chunks]
     try:
         if isolate:
-            done = sqlexec.run_isolated(batches, one, _failed, workers=max(1, workers),
+            done = run_isolated(batches, one, _failed, workers=max(1, workers),
                                         timeout_s=timeout_s, memory_mb=memory_mb)
         else:
             done = ((idx, one(item)) for batch in batches for idx, item in batch)
