@@ -54,6 +54,17 @@ def _cap_memory(memory_mb: int | None) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent dies (a SIGTERM'd stage leaves no orphan)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:        # the parent died before prctl took effect
+        os._exit(1)
+
+
 FLUSH_S = 0.05      # a worker sends its finished results at least this often (and per batch)
 
 
@@ -62,6 +73,7 @@ def _worker_main(conn, clock, fn: Callable, memory_mb: int | None) -> None:
     (key, False, why), in order, at the end of each batch and every FLUSH_S seconds.
     `clock[3]` counts the items of the current batch finished so far."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent handles Ctrl-C and kills us
+    _die_with_parent()
     sqlexec.forget_inherited()
     sqlexec._CLOCK = clock
     _cap_memory(memory_mb)
