@@ -31,7 +31,12 @@ Deviations (none changes a score on Spider dev, see the tests):
 * a prediction may fetch at most `max_rows` rows. If the gold result fits, a prediction with
   more rows cannot be equal to it, so this only saves memory; a gold query over the cap is a
   `gold_error`. The official code asserts that gold queries run; here a failing gold query is
-  reported as `gold_error` and scores 0.
+  reported as `gold_error` and scores 0;
+* limits the official code does not have (`sqlexec`, `isolation`): SQL longer than 100,000
+  characters is refused unread, SQLite's limits are lowered (1 MB strings, LIKE patterns of
+  1,000 bytes, ...), a query still running 0.5 s after its time limit is killed with its
+  worker process (`timeout`), a pair still running after 3 x the limit likewise, and a worker
+  past its memory cap gives `other_error: out of memory`. No Spider gold query comes near.
 
 Error kinds for the breakdown: `match`, `wrong_result`, `empty_result` (prediction ran, no rows,
 gold has rows), `syntax_error`, `unknown_table`, `unknown_column`, `other_error`, `timeout`,

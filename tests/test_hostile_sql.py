@@ -110,6 +110,14 @@ def test_a_kill_mid_batch_loses_no_other_pair(db_dir):
     assert elapsed < BOUND, elapsed
 
 
+def test_a_killed_gold_query_is_a_gold_error(db_dir):
+    pairs = [{"db_id": "concert_singer", "gold_sql": HOSTILE["printf_1e9"], "pred_sql": GOLD}]
+    t0 = time.monotonic()
+    (out,) = score_pairs(pairs, db_dir, timeout_s=LIMIT)
+    assert out.kind == "gold_error" and out.reason.startswith("timeout: ") and "killed" in out.reason
+    assert time.monotonic() - t0 < BOUND
+
+
 def test_refused_before_any_pass_over_the_text(db_dir):
     for name in ("case_200k", "spaces_10mb", "plus_30mb", "in_list_1m"):
         (out,), elapsed = _score(db_dir, [HOSTILE[name]])
