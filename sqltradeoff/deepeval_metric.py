@@ -25,9 +25,9 @@ from typing import Optional
 from deepeval.metrics import BaseMetric
 from deepeval.test_case import LLMTestCase
 
-from .execution import compare, db_path_for
+from .execution import check_db_id, compare, db_path_for
 from .extract import extract_sql
-from .sqlexec import DEFAULT_TIMEOUT_S
+from .sqlexec import DEFAULT_TIMEOUT_S, check_timeout
 
 _CONTEXT_DB = re.compile(r"^\s*db(?:_id)?\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
 
@@ -36,13 +36,19 @@ class ExecutionAccuracy(BaseMetric):
     """Score 1.0 when the predicted SQL returns the gold result (Spider test-suite rules), else 0.0.
 
     `reason` is "match", "result differs" (with details), "prediction error: <kind>: <message>"
-    or "timeout"; `error` is set only for a problem with the test case itself (no database).
+    or "timeout"; `error` is set only for a problem with the test case itself (no database,
+    or a `db_id` that is not a plain name: an absolute path or one with `..` or a separator is
+    refused, so no file outside `db_dir` is ever read).
+
+    `timeout` (seconds per query) must be a finite number in (0, 86400], else `ValueError`.
+    The queries run in this process: SQLite's limits, the SQL size bound and the progress
+    handler hold; the hard kill and memory cap of `score_pairs` (a worker process) do not.
     """
 
     def __init__(self, db_dir: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT_S,
                  threshold: float = 1.0, extract: bool = True, keep_distinct: bool = False):
         self.db_dir = Path(db_dir)
-        self.timeout = float(timeout)
+        self.timeout = check_timeout(timeout, "timeout")
         self.threshold = threshold
         self.extract = extract
         self.keep_distinct = keep_distinct
@@ -62,12 +68,13 @@ class ExecutionAccuracy(BaseMetric):
     def _db_id(self, test_case: LLMTestCase) -> str:
         meta = getattr(test_case, "metadata", None) or getattr(test_case, "additional_metadata", None)
         if isinstance(meta, dict) and meta.get("db_id"):
-            return str(meta["db_id"])
+            return check_db_id(str(meta["db_id"]))
         for entry in getattr(test_case, "context", None) or []:
             m = _CONTEXT_DB.match(str(entry))
             if m:
-                return m.group(1)
-            if re.fullmatch(r"[\w-]+", str(entry).strip()) and db_path_for(self.db_dir, str(entry).strip()).is_file():
+                return check_db_id(m.group(1))
+            if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]*", str(entry).strip()) and \
+                    db_path_for(self.db_dir, str(entry).strip()).is_file():
                 return str(entry).strip()
         raise ValueError("test case names no database: set metadata={'db_id': ...} "
                          "or a context entry 'db_id: <id>'")

@@ -31,7 +31,12 @@ Deviations (none changes a score on Spider dev, see the tests):
 * a prediction may fetch at most `max_rows` rows. If the gold result fits, a prediction with
   more rows cannot be equal to it, so this only saves memory; a gold query over the cap is a
   `gold_error`. The official code asserts that gold queries run; here a failing gold query is
-  reported as `gold_error` and scores 0.
+  reported as `gold_error` and scores 0;
+* limits the official code does not have (`sqlexec`, `isolation`): SQL longer than 100,000
+  characters is refused unread, SQLite's limits are lowered (1 MB strings, LIKE patterns of
+  1,000 bytes, ...), a query still running 0.5 s after its time limit is killed with its
+  worker process (`timeout`), a pair still running after 3 x the limit likewise, and a worker
+  past its memory cap gives `other_error: out of memory`. No Spider gold query comes near.
 
 Error kinds for the breakdown: `match`, `wrong_result`, `empty_result` (prediction ran, no rows,
 gold has rows), `syntax_error`, `unknown_table`, `unknown_column`, `other_error`, `timeout`,
@@ -42,12 +47,12 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from . import sqlexec
+from .isolation import run_isolated
 from .sqlexec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
 
 MATCH = "match"
@@ -75,7 +80,22 @@ def replace_cur_year(query: str) -> str:
     return _CUR_YEAR.sub("2020", query)
 
 
-_WORD_CHAR = re.compile(r"[\w$#]")
+# One pass of the regex engine (linear time): literals, quoted names and comments are matched
+# (and kept) as wholes, so a DISTINCT inside them is never seen; a `[` starts a quoted name
+# only after a non-word character; an unterminated literal or comment runs to the end.
+_DISTINCT_SCAN = re.compile(r"""
+    (?P<keep> '[^']*(?:''[^']*)*'?
+            | "[^"]*(?:""[^"]*)*"?
+            | `[^`]*(?:``[^`]*)*`?
+            | (?<![\w$#])\[[^\]]*\]?
+            | --[^\n]*
+            | /\*(?s:.*?)(?:\*/|\Z) )
+  | (?<![\w$#])[dD][iI][sS][tT][iI][nN][cC][tT](?![\w$#])
+""", re.VERBOSE)
+
+
+def _keep_or_drop(m: re.Match) -> str:
+    return m.group("keep") or ""
 
 
 def remove_distinct(query: str) -> str:
@@ -83,49 +103,9 @@ def remove_distinct(query: str) -> str:
 
     Same result as the official `parse.remove_distinct` (which joins the sqlparse tokens whose
     lower-cased value is not `distinct`): the text around the word, whitespace included, is kept.
+    Linear time (one regular-expression scan).
     """
-    out: list[str] = []
-    i, n = 0, len(query)
-    while i < n:
-        ch = query[i]
-        if ch in "'\"`":                              # literal or quoted identifier
-            j = i + 1
-            while j < n:
-                if query[j] == ch:
-                    if j + 1 < n and query[j + 1] == ch:   # doubled quote inside
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(query[i:j + 1])
-            i = j + 1
-        elif ch == "[" and (i == 0 or not _WORD_CHAR.match(query[i - 1])):
-            j = query.find("]", i + 1)
-            j = n - 1 if j < 0 else j
-            out.append(query[i:j + 1])
-            i = j + 1
-        elif query.startswith("--", i):
-            j = query.find("\n", i)
-            j = n if j < 0 else j
-            out.append(query[i:j])
-            i = j
-        elif query.startswith("/*", i):
-            j = query.find("*/", i + 2)
-            j = n if j < 0 else j + 2
-            out.append(query[i:j])
-            i = j
-        elif _WORD_CHAR.match(ch):
-            j = i + 1
-            while j < n and _WORD_CHAR.match(query[j]):
-                j += 1
-            word = query[i:j]
-            if word.lower() != "distinct":
-                out.append(word)
-            i = j
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+    return _DISTINCT_SCAN.sub(_keep_or_drop, query)
 
 
 def normalize_exact(query: str | None) -> str:
@@ -247,24 +227,53 @@ class Outcome:
         return f"{self.kind}: {self.reason}" if self.reason else self.kind
 
 
+_DB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_db_id(db_id: object) -> str:
+    """`db_id` if it is a plain database name (letters, digits, `_`, `.`, `-`; no `..`, no
+    separator, not absolute), else `ValueError`: a name never reaches outside the db dir."""
+    if not isinstance(db_id, str) or not _DB_ID.fullmatch(db_id) or ".." in db_id:
+        shown = repr(db_id) if len(repr(db_id)) <= 80 else repr(db_id)[:77] + "..."
+        raise ValueError(f"db_id {shown} is not a database name (allowed: letters, digits, "
+                         f"'_', '.', '-'; no '..', no path separators)")
+    return db_id
+
+
 def db_path_for(db_dir: str | os.PathLike, db_id: str) -> Path:
-    """`<db_dir>/<db_id>/<db_id>.sqlite`, the Spider release layout."""
+    """`<db_dir>/<db_id>/<db_id>.sqlite`, the Spider release layout (`db_id` is checked)."""
+    check_db_id(db_id)
     return Path(db_dir) / db_id / f"{db_id}.sqlite"
+
+
+GOLD_TAG, PRED_TAG = 1, 2        # `execute_sql` tags: which query a killed worker was running
 
 
 def compare(db_path: str | os.PathLike, gold: str, pred: str | None, *,
             timeout_s: float = DEFAULT_TIMEOUT_S, max_rows: int = DEFAULT_MAX_ROWS,
             keep_distinct: bool = False) -> Outcome:
-    """Execute gold and prediction on `db_path` and compare them with the official rules."""
+    """Execute gold and prediction on `db_path` and compare them with the official rules.
+
+    SQL longer than `sqlexec.MAX_SQL_CHARS` is refused before any pass over it (a gold query:
+    `gold_error`; a prediction: `other_error`, once the gold query has run).
+    """
+    too_long = f"query longer than {sqlexec.MAX_SQL_CHARS} characters"
+    if len(gold) > sqlexec.MAX_SQL_CHARS:
+        return Outcome(False, GOLD_ERROR, f"{sqlexec.OTHER_ERROR}: {too_long}")
+    pred_too_long = pred is not None and len(pred) > sqlexec.MAX_SQL_CHARS
     g = postprocess(gold)
-    p = postprocess(pred or "")
+    p = "" if pred_too_long else postprocess(pred or "")
     if not keep_distinct:
         g, p = remove_distinct(g), remove_distinct(p)
     order_matters = "order by" in g.lower()
-    gres = sqlexec.execute_sql(db_path, replace_cur_year(g), timeout_s=timeout_s, max_rows=max_rows)
+    gres = sqlexec.execute_sql(db_path, replace_cur_year(g), timeout_s=timeout_s, max_rows=max_rows,
+                               tag=GOLD_TAG)
     if not gres.ok:
         return Outcome(False, GOLD_ERROR, gres.describe())
-    pres = sqlexec.execute_sql(db_path, replace_cur_year(p), timeout_s=timeout_s, max_rows=max_rows)
+    if pred_too_long:
+        return Outcome(False, sqlexec.OTHER_ERROR, too_long)
+    pres = sqlexec.execute_sql(db_path, replace_cur_year(p), timeout_s=timeout_s, max_rows=max_rows,
+                               tag=PRED_TAG)
     if not pres.ok:
         if pres.error == sqlexec.TOO_MANY_ROWS:
             return Outcome(False, WRONG_RESULT,
@@ -296,13 +305,6 @@ def exec_match(db_path: str | os.PathLike, gold: str, pred: str | None, *,
 
 # --------------------------------------------------------------------------- many pairs
 
-def _score_chunk(db_path: str, items: list[tuple[int, str, str | None]], timeout_s: float,
-                 max_rows: int, keep_distinct: bool) -> list[tuple[int, Outcome]]:
-    return [(idx, compare(db_path, gold, pred, timeout_s=timeout_s, max_rows=max_rows,
-                          keep_distinct=keep_distinct))
-            for idx, gold, pred in items]
-
-
 def _chunks(pairs: Sequence[dict], db_dir: str | os.PathLike,
             chunk_size: int) -> list[tuple[str, list[tuple[int, str, str | None]]]]:
     by_db: dict[str, list[tuple[int, str, str | None]]] = defaultdict(list)
@@ -317,37 +319,52 @@ def _chunks(pairs: Sequence[dict], db_dir: str | os.PathLike,
     return chunks
 
 
+def _failed(item, kind: str, tag: int, message: str) -> Outcome:
+    """The outcome of a pair whose worker was killed or died (`isolation.run_isolated`)."""
+    if tag == GOLD_TAG:
+        return Outcome(False, GOLD_ERROR, f"{kind}: {message}")
+    return Outcome(False, kind, message)
+
+
 def score_pairs(pairs: Sequence[dict], db_dir: str | os.PathLike, *, workers: int = 1,
                 timeout_s: float = DEFAULT_TIMEOUT_S, max_rows: int = DEFAULT_MAX_ROWS,
                 keep_distinct: bool = False, chunk_size: int = 32,
-                progress: bool = False) -> list[Outcome]:
+                progress: bool = False, isolate: bool = True,
+                memory_mb: int | None = sqlexec.DEFAULT_MEMORY_MB) -> list[Outcome]:
     """Score `pairs` (dicts with `db_id`, `gold_sql`, `pred_sql`); outcomes in input order.
 
     Work is chunked by database (each worker process caches one connection per database) and
-    spread over `workers` processes (1: in this process). The databases must exist
-    (`db_path_for`); check that first (`missing_databases`).
+    spread over `workers` killable processes (`isolation.run_isolated`, each capped at
+    `memory_mb` MiB beyond its start size): a query that runs past `timeout_s` is stopped by
+    SQLite's progress handler, or else killed with its worker at `timeout_s +
+    sqlexec.HARD_KILL_SLACK_S`; a pair whose worker was killed or died scores 0 (`timeout`,
+    or `other_error`; `gold_error` when the gold query was running) and the rest goes on.
+    `isolate=False` runs everything in this process (no hard kill, no memory cap). The
+    databases must exist (`db_path_for`); check that first (`missing_databases`).
     """
     from tqdm import tqdm
 
+    timeout_s = sqlexec.check_timeout(timeout_s)
     results: list[Outcome | None] = [None] * len(pairs)
     chunks = _chunks(pairs, db_dir, chunk_size)
     bar = tqdm(total=len(pairs), unit="pair", desc="scoring", disable=not progress,
                dynamic_ncols=True)
+
+    def one(item: tuple[str, str, str | None]) -> Outcome:
+        path, gold, pred = item
+        return compare(path, gold, pred, timeout_s=timeout_s, max_rows=max_rows,
+                       keep_distinct=keep_distinct)
+
+    batches = [[(idx, (path, gold, pred)) for idx, gold, pred in items] for path, items in chunks]
     try:
-        if workers <= 1:
-            for path, items in chunks:
-                for idx, out in _score_chunk(path, items, timeout_s, max_rows, keep_distinct):
-                    results[idx] = out
-                bar.update(len(items))
+        if isolate:
+            done = run_isolated(batches, one, _failed, workers=max(1, workers),
+                                        timeout_s=timeout_s, memory_mb=memory_mb)
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=sqlexec.forget_inherited) as pool:
-                futures = [pool.submit(_score_chunk, path, items, timeout_s, max_rows, keep_distinct)
-                           for path, items in chunks]
-                for fut in as_completed(futures):
-                    done = fut.result()
-                    for idx, out in done:
-                        results[idx] = out
-                    bar.update(len(done))
+            done = ((idx, one(item)) for batch in batches for idx, item in batch)
+        for idx, out in done:
+            results[idx] = out
+            bar.update(1)
     finally:
         bar.close()
     return results  # type: ignore[return-value]

@@ -1,4 +1,11 @@
-"""Small, strict file helpers shared by the stages: JSON/JSONL read and atomic write."""
+"""Small, strict file helpers shared by the stages: JSON/JSONL read and atomic write.
+
+Readers turn every fault a file can have into a one-line `UserError` naming the file (and the
+line): not UTF-8, not JSON, nested too deeply, an integer too long to convert, and (with
+`allow_nan=False`) the non-standard constants NaN/Infinity. Writers write a temporary file
+and rename it, so a crash never leaves a half-written file; `write_texts` writes several files
+all-or-nothing, and `check_writable` says before any work whether an output can be written.
+"""
 from __future__ import annotations
 
 import json
@@ -10,19 +17,38 @@ from typing import Any, Iterable, Iterator, Sequence
 from .errors import UserError
 
 
-def iter_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[dict]:
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (use null or a string)")
+
+
+def _loads(text: str, where: str, allow_nan: bool) -> Any:
+    """`json.loads(text)`; a `UserError` starting with `where` for anything wrong."""
+    try:
+        return json.loads(text, parse_constant=None if allow_nan else _refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:       # an integer of more than 4,300 digits, NaN when refused
+        raise UserError(f"{where}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def iter_jsonl(path: str | os.PathLike, required: Sequence[str] = (),
+               allow_nan: bool = True) -> Iterator[dict]:
     """Yield the objects of a JSONL file; raise `UserError` naming the file and line on bad input."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte "
+                                f"{exc.start} of the line)") from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            obj = _loads(line, f"{path}:{lineno}", allow_nan)
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             missing = [k for k in required if k not in obj]
@@ -40,30 +66,89 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """`UserError` unless `path` could be written (as a file) now; creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path}: is a directory")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{what} {path}: exists and is not a regular file")
+    parent = path.parent
+    while not parent.exists():      # the first existing ancestor must be a writable directory
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: directory {parent} is not writable")
+    if path.exists() and path.parent == parent and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path}: file is not writable")
+
+
+def _encode(path: Path, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(f"{path}: cannot write text that is not valid Unicode ({exc.reason})") from None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    write_texts([(Path(path), text)])
+
+
+def write_texts(items: Sequence[tuple[str | os.PathLike, str]]) -> None:
+    """Write every `(path, text)` atomically, all or nothing as far as the OS allows: all
+    temporary files are written first; if one fails or a rename fails, the temporary files
+    and the files already renamed into place by this call are removed, and the error is raised."""
+    staged: list[tuple[Path, str]] = []
+    placed: list[Path] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        for path, text in items:
+            path = Path(path)
+            data = _encode(path, text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((path, tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        for path, tmp in staged:
+            os.replace(tmp, path)
+            placed.append(path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path, tmp in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if len(placed) < len(staged):
+            for path in placed:
+                path.unlink(missing_ok=True)
         raise
+
+
+def dumps_json(obj: Any, allow_nan: bool = True) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=allow_nan) + "\n"
+
+
+def dumps_jsonl(rows: Iterable[dict], allow_nan: bool = True) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, allow_nan=allow_nan) + "\n" for r in rows)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (a crash never leaves a half-written file)."""
-    _atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    _atomic_write_text(Path(path), dumps_json(obj))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:

@@ -13,10 +13,24 @@
 * a statement that starts with a data- or schema-changing keyword (INSERT, DROP, PRAGMA, ...;
   after comments and parentheses) is refused before SQLite sees it, and only one statement
   is accepted (Python's sqlite3 refuses a second one before running anything);
+* SQL text longer than `MAX_SQL_CHARS` is refused before any Python or SQLite pass over it,
+  and SQLite's own limits are lowered (`SQLITE_LIMITS`: statement length, string/blob length,
+  LIKE/GLOB pattern length, expression depth, compound SELECTs, function arguments, columns,
+  VDBE program size), each far above what any Spider gold query needs (the 972 dev gold
+  queries all run);
 * a wall-clock time limit enforced *inside* SQLite by a progress handler, which interrupts a
-  runaway query (an endless recursive CTE, a 6-way cross join) during compile, run or fetch;
-* at most `max_rows` rows are fetched (`fetchmany`), and SQLite's string/blob length limit is
-  lowered, so a hostile query cannot exhaust memory.
+  runaway query (an endless recursive CTE, a 6-way cross join) while it runs or fetches;
+* at most `max_rows` rows are fetched (`fetchmany`).
+
+A progress handler cannot stop one long SQLite step (a LIKE/GLOB/instr scan of a long string,
+a huge printf, a long compile). `isolation.run_isolated` therefore runs the work in killable worker
+processes (fork), each with a memory cap (`RLIMIT_AS` of its size at start plus `memory_mb`,
+and SQLite's `hard_heap_limit`): the parent watches a clock in shared memory that
+`execute_sql` sets at the start of each query, and kills the worker (SIGKILL) when a query
+has run `timeout_s + HARD_KILL_SLACK_S` seconds; the worker is restarted for the rest of its
+batch. So every query ends within its time limit plus HARD_KILL_SLACK_S (0.5 s) and the
+kill-and-reap latency (milliseconds), whatever the statement does; a killed or dead worker's
+item is reported through `on_fail` and the run goes on.
 
 Connections are cached per database file in each process (`_CONNECTIONS`), so a worker that
 scores many questions of one database opens it once.
@@ -25,6 +39,7 @@ Text is decoded as the official Spider evaluator does (`bytes.decode(errors="ign
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -36,8 +51,29 @@ from typing import Any
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 100_000
-MAX_VALUE_BYTES = 10_000_000      # SQLITE_LIMIT_LENGTH: longest string/blob a query may build
+MAX_VALUE_BYTES = 1_000_000       # SQLITE_LIMIT_LENGTH: longest string/blob a query may build
+MAX_SQL_CHARS = 100_000           # longer SQL text is refused before anything looks at it
 PROGRESS_STEPS = 1_000            # VM instructions between two clock checks
+HARD_KILL_SLACK_S = 0.5           # a worker still in a query at timeout + this is killed
+DEFAULT_MEMORY_MB = 2048          # memory a worker may add to its size at start
+MAX_TIMEOUT_S = 86_400.0          # the largest time limit accepted (one day)
+
+# SQLite's own limits on every connection (Spider needs: SQL <= 600 chars, values <= 213 bytes,
+# LIKE patterns <= 12 chars, 2 compound SELECTs, 3 function arguments; the defaults are
+# 1e9 bytes, 1e9 bytes, 50,000, 500 and 127).
+SQLITE_LIMITS = {
+    sqlite3.SQLITE_LIMIT_LENGTH: MAX_VALUE_BYTES,
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: MAX_SQL_CHARS,
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 1_000,
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 200,
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,
+    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
+    sqlite3.SQLITE_LIMIT_COLUMN: 1_000,
+    sqlite3.SQLITE_LIMIT_VDBE_OP: 1_000_000,
+    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 100,
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+    sqlite3.SQLITE_LIMIT_WORKER_THREADS: 0,
+}
 
 # Error kinds of an ExecResult.
 OK = "ok"
@@ -131,8 +167,8 @@ def open_readonly(db_path: str | os.PathLike) -> sqlite3.Connection:
         conn.enable_load_extension(False)
     except AttributeError:     # Python built without extension support: already impossible
         pass
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    for category, limit in SQLITE_LIMITS.items():
+        conn.setlimit(category, limit)
     conn.set_authorizer(_authorizer)
     return conn
 
@@ -148,6 +184,35 @@ def _get(db_path: str | os.PathLike) -> _Conn:
             entry = _Conn(conn, deadline)
             _CONNECTIONS[key] = entry
         return entry
+
+
+def check_database(db_path: str | os.PathLike) -> None:
+    """`ValueError` saying what is wrong unless `db_path` is a complete, undamaged SQLite file.
+
+    Checks the header (magic string; file size = page size x the header's page count) and runs
+    `PRAGMA quick_check` on a private read-only connection (about 4 ms per Spider database).
+    """
+    path = Path(db_path)
+    with path.open("rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise ValueError("not an SQLite database (bad header)")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(head[28:32], "big")
+    valid_count = head[24:28] == head[92:96] and n_pages > 0
+    size = path.stat().st_size
+    if valid_count and size < n_pages * page_size:
+        raise ValueError(f"truncated: {size} bytes, the header says {n_pages} pages of {page_size}")
+    conn = sqlite3.connect(_uri(path.resolve()), uri=True)
+    try:
+        result = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.Error as exc:
+        raise ValueError(f"damaged ({exc})") from None
+    finally:
+        conn.close()
+    if result != [("ok",)]:
+        raise ValueError(f"damaged ({'; '.join(str(r[0]) for r in result[:3])})")
 
 
 _INHERITED: list = []
@@ -205,39 +270,76 @@ def classify_error(exc: BaseException) -> str:
     return OTHER_ERROR
 
 
+def check_timeout(timeout_s: Any, name: str = "timeout_s") -> float:
+    """`timeout_s` as a float; `ValueError` unless it is a finite number in (0, MAX_TIMEOUT_S]."""
+    try:
+        t = float(timeout_s)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {timeout_s!r}") from None
+    if isinstance(timeout_s, bool) or not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], "
+                         f"got {timeout_s!r}")
+    return t
+
+
+# In a worker of `isolation.run_isolated`: shared doubles [query start (time.monotonic), query tag,
+# item start, items of the batch finished]; 0.0 means "none running". CLOCK_MONOTONIC is one clock for all processes.
+_CLOCK = None
+
+
+def _fetch_all(cur: sqlite3.Cursor, max_rows: int) -> list[tuple] | None:
+    """All rows, or None when there are more than `max_rows`."""
+    rows: list[tuple] = []
+    batch = max(1, min(1000, max_rows + 1))
+    while True:
+        chunk = cur.fetchmany(batch)
+        if not chunk:
+            return rows
+        rows.extend(chunk)
+        if len(rows) > max_rows:
+            return None
+
+
 def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                max_rows: int = DEFAULT_MAX_ROWS) -> ExecResult:
+                max_rows: int = DEFAULT_MAX_ROWS, tag: int = 0) -> ExecResult:
     """Run one untrusted statement read-only on `db_path`.
 
     Never raises for anything the SQL text can cause; a missing database file raises
-    `FileNotFoundError` (that is a configuration problem, not a prediction error).
+    `FileNotFoundError` (that is a configuration problem, not a prediction error), and a
+    time limit that is not a finite positive number raises `ValueError`. In this process the
+    limit is the progress handler's (see the module docstring for what it cannot stop);
+    `isolation.run_isolated` adds the hard kill. `tag` is what a killed query is reported as (`on_fail`).
     """
+    timeout_s = check_timeout(timeout_s)
     start = time.monotonic()
-    if sql is None or not str(sql).strip().strip(";").strip():
+    if sql is None:
+        return ExecResult(error=SYNTAX_ERROR, message="empty query")
+    sql = str(sql)
+    if len(sql) > MAX_SQL_CHARS:
+        return ExecResult(error=OTHER_ERROR, message=f"query longer than {MAX_SQL_CHARS} characters")
+    if not sql.strip().strip(";").strip():
         return ExecResult(error=SYNTAX_ERROR, message="empty query")
     entry = _get(db_path)
     word = first_keyword(sql)
     if word in _STATEMENT_WORDS:
         return ExecResult(error=FORBIDDEN, message=f"only queries are allowed, not {word.upper()}")
     conn, deadline = entry.conn, entry.deadline
-    deadline.deadline = start + float(timeout_s)
+    deadline.deadline = start + timeout_s
     deadline.fired = False
+    clock = _CLOCK
+    if clock is not None:
+        clock[1] = float(tag)
+        clock[0] = start
     cur = None
     try:
         cur = conn.cursor()
         cur.execute(sql)
         if cur.description is None:       # only comments: nothing was run
             return ExecResult(error=SYNTAX_ERROR, message="empty query", seconds=time.monotonic() - start)
-        rows: list[tuple] = []
-        batch = max(1, min(1000, max_rows + 1))
-        while True:
-            chunk = cur.fetchmany(batch)
-            if not chunk:
-                break
-            rows.extend(chunk)
-            if len(rows) > max_rows:
-                return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
-                                  seconds=time.monotonic() - start)
+        rows = _fetch_all(cur, max_rows)
+        if rows is None:
+            return ExecResult(error=TOO_MANY_ROWS, message=f"more than {max_rows} rows",
+                              seconds=time.monotonic() - start)
         columns = [d[0] for d in cur.description]
         return ExecResult(rows=rows, columns=columns, seconds=time.monotonic() - start)
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as exc:
@@ -245,14 +347,17 @@ def execute_sql(db_path: str | os.PathLike, sql: str, timeout_s: float = DEFAULT
         if deadline.fired or (isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted"
                               and elapsed >= timeout_s):
             return ExecResult(error=TIMEOUT, message=f"exceeded {timeout_s:g} s", seconds=elapsed)
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc):
             return ExecResult(error=OTHER_ERROR, message="out of memory", seconds=elapsed)
+        if isinstance(exc, UnicodeEncodeError):
+            return ExecResult(error=OTHER_ERROR, message="query is not valid Unicode text", seconds=elapsed)
         return ExecResult(error=classify_error(exc), message=str(exc), seconds=elapsed)
     finally:
+        if clock is not None:
+            clock[0] = 0.0
         deadline.deadline = None
         if cur is not None:
             try:
                 cur.close()
             except sqlite3.Error:
                 pass
-

@@ -14,13 +14,16 @@ Self-check (gold against itself must give 100%):
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
+import math
 import os
 from pathlib import Path
 
+from sqltradeoff import sqlexec
 from sqltradeoff.errors import UserError, stage_main
-from sqltradeoff.execution import exact_match, missing_databases, score_pairs, summarize
-from sqltradeoff.io import iter_jsonl, write_json, write_jsonl
-from sqltradeoff.sqlexec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
+from sqltradeoff.execution import (check_db_id, db_path_for, exact_match, missing_databases,
+                                   score_pairs, summarize)
+from sqltradeoff.io import check_writable, dumps_json, dumps_jsonl, iter_jsonl, write_texts
+from sqltradeoff.sqlexec import DEFAULT_MAX_ROWS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 
 REQUIRED = ("id", "db_id", "gold_sql", "pred_sql")
 
@@ -38,9 +41,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out-rows", help="write per-prediction scores here (JSONL)")
     ap.add_argument("--out-metrics", help="write the metrics here (JSON)")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                    help="seconds allowed per query, enforced inside SQLite (default: %(default)s)")
+                    help="seconds allowed per query: SQLite's progress handler stops it, and a "
+                         f"query still running {sqlexec.HARD_KILL_SLACK_S:g} s later is killed "
+                         "with its worker process (default: %(default)s)")
     ap.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                     help="most rows fetched per query (default: %(default)s)")
+    ap.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                    help="memory (MiB) a worker process may use beyond its size at start "
+                         "(default: %(default)s)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                     help="worker processes (default: %(default)s)")
     ap.add_argument("--gold-vs-gold", action="store_true",
@@ -52,14 +60,58 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse option values that would switch a limit off or cannot work, before any work."""
+    try:
+        sqlexec.check_timeout(args.timeout, "--timeout")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_rows < 1:
+        raise UserError(f"--max-rows must be at least 1, got {args.max_rows}")
+    if args.memory_mb < 64:
+        raise UserError(f"--memory-mb must be at least 64, got {args.memory_mb}")
+    if args.out_rows and args.out_metrics and \
+            os.path.abspath(args.out_rows) == os.path.abspath(args.out_metrics):
+        raise UserError(f"--out-rows and --out-metrics are the same file: {args.out_rows}")
+    if args.out_rows:
+        check_writable(args.out_rows, "--out-rows")
+    if args.out_metrics:
+        check_writable(args.out_metrics, "--out-metrics")
+
+
+def _check_text(value, where: str, key: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{where}: `{key}` is not valid Unicode text "
+                            f"(a lone surrogate such as \\ud800)") from None
+
+
+def _check_record(obj: dict, where: str) -> None:
+    ident = obj["id"]
+    if isinstance(ident, bool) or not isinstance(ident, (str, int, float)) or \
+            (isinstance(ident, float) and not math.isfinite(ident)):
+        raise UserError(f"{where}: `id` must be a string or a number, got {ident!r}"[:300])
+    for key in ("id", "db_id", "gold_sql", "pred_sql", "hardness"):
+        _check_text(obj.get(key), where, key)
+    for key in ("db_id", "gold_sql"):
+        if not isinstance(obj[key], str) or not obj[key].strip():
+            raise UserError(f"{where} (id {ident!r}): `{key}` must be a non-empty string, "
+                            f"got {obj[key]!r}"[:300])
+    try:
+        check_db_id(obj["db_id"])
+    except ValueError as exc:
+        raise UserError(f"{where} (id {ident!r}): {exc}") from None
+
+
 def load_predictions(path: Path, gold_vs_gold: bool) -> list[dict]:
     required = [k for k in REQUIRED if not (gold_vs_gold and k == "pred_sql")]
     rows, seen = [], {}
-    for lineno, obj in enumerate(iter_jsonl(path, required), 1):
-        for key in ("db_id", "gold_sql"):
-            if not isinstance(obj[key], str) or not obj[key].strip():
-                raise UserError(f"{path}: record {lineno} (id {obj['id']!r}): `{key}` must be a "
-                                f"non-empty string, got {obj[key]!r}")
+    for lineno, obj in enumerate(iter_jsonl(path, required, allow_nan=False), 1):
+        _check_record(obj, f"{path}: record {lineno}")
         pred = obj["gold_sql"] if gold_vs_gold else obj["pred_sql"]
         if pred is not None and not isinstance(pred, str):
             raise UserError(f"{path}: record {lineno} (id {obj['id']!r}): `pred_sql` must be a "
@@ -76,18 +128,9 @@ def load_predictions(path: Path, gold_vs_gold: bool) -> list[dict]:
     return rows
 
 
-@stage_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {args.timeout}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.max_rows < 1:
-        raise UserError(f"--max-rows must be at least 1, got {args.max_rows}")
-    preds_path = Path(args.predictions)
-    db_dir = Path(args.db_dir)
-    pairs = load_predictions(preds_path, args.gold_vs_gold)
+def check_databases(pairs: list[dict], db_dir: Path, preds_path: Path) -> None:
+    """Every database named must exist and be undamaged (a damaged one would score every
+    question on it 0 as `gold_error`: that is a setup fault, so it stops the stage)."""
     if not db_dir.is_dir():
         raise UserError(f"--db-dir {db_dir}: directory not found (run the download_spider stage, "
                         f"or pass the Spider database directory)")
@@ -97,10 +140,29 @@ def main(argv=None) -> int:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise UserError(f"{preds_path}: {count} prediction(s) name database(s) not found in --db-dir "
                         f"{db_dir}: {shown} (expected {db_dir}/<db_id>/<db_id>.sqlite)")
+    for db_id in sorted({p["db_id"] for p in pairs}):
+        path = db_path_for(db_dir, db_id)
+        try:
+            sqlexec.check_database(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"database {db_id} ({path}) is unusable: {exc}; download it again "
+                            f"(the download_spider stage)") from None
 
-    outcomes = score_pairs(pairs, db_dir, workers=args.workers, timeout_s=args.timeout,
-                           max_rows=args.max_rows, keep_distinct=args.keep_distinct,
-                           progress=not args.no_progress)
+
+@stage_main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    check_args(args)
+    preds_path = Path(args.predictions)
+    db_dir = Path(args.db_dir)
+    pairs = load_predictions(preds_path, args.gold_vs_gold)
+    check_databases(pairs, db_dir, preds_path)
+    try:
+        outcomes = score_pairs(pairs, db_dir, workers=args.workers, timeout_s=args.timeout,
+                               max_rows=args.max_rows, keep_distinct=args.keep_distinct,
+                               progress=not args.no_progress, memory_mb=args.memory_mb)
+    except OSError as exc:
+        raise UserError(f"could not run the worker processes: {exc}") from None
     rows = [{"id": p["id"], "exec_match": int(o.match), "error": o.error,
              "exact_match": int(exact_match(p["gold_sql"], p["pred_sql"])), "hardness": p["hardness"]}
             for p, o in zip(pairs, outcomes)]
@@ -109,10 +171,15 @@ def main(argv=None) -> int:
     if gold_errors:
         print(f"warning: {gold_errors} gold quer{'y' if gold_errors == 1 else 'ies'} failed to run "
               f"(scored 0, error 'gold_error: ...')", file=sys.stderr)
+    outputs = []
     if args.out_rows:
-        write_jsonl(args.out_rows, rows)
+        outputs.append((args.out_rows, dumps_jsonl(rows, allow_nan=False)))
     if args.out_metrics:
-        write_json(args.out_metrics, metrics)
+        outputs.append((args.out_metrics, dumps_json(metrics, allow_nan=False)))
+    try:
+        write_texts(outputs)
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'the outputs'}: {exc.strerror or exc}") from None
     label = "gold vs gold" if args.gold_vs_gold else preds_path.name
     print(f"{label}: execution accuracy {metrics['execution_accuracy']:.4f} "
           f"({metrics['n_correct']}/{metrics['n']}), exact match {metrics['exact_match']:.4f}")

@@ -172,7 +172,8 @@ def test_parallel_scoring_keeps_input_order():
              for i, e in enumerate(sample)]
     one = score_pairs(pairs, DB_DIR, workers=1, chunk_size=7)
     two = score_pairs(pairs, DB_DIR, workers=2, chunk_size=7)
-    assert one == two
+    here = score_pairs(pairs, DB_DIR, isolate=False)       # in this process: same outcomes
+    assert one == two == here
     assert [o.match for o in one] == [bool(i % 3) for i in range(len(pairs))]
 
 
@@ -221,6 +222,99 @@ def test_remove_distinct():
     assert remove_distinct("SELECT distinct_name, 'distinct', \"DISTINCT\" FROM t") == \
         "SELECT distinct_name, 'distinct', \"DISTINCT\" FROM t"
     assert remove_distinct("SELECT 'it''s distinct' , DISTINCT(x)") == "SELECT 'it''s distinct' , (x)"
+
+
+def _remove_distinct_reference(query: str) -> str:
+    """The character-by-character implementation this project used before (kept as the oracle)."""
+    import re
+    word_char = re.compile(r"[\w$#]")
+    out, i, n = [], 0, len(query)
+    while i < n:
+        ch = query[i]
+        if ch in "'\"`":
+            j = i + 1
+            while j < n:
+                if query[j] == ch:
+                    if j + 1 < n and query[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(query[i:j + 1])
+            i = j + 1
+        elif ch == "[" and (i == 0 or not word_char.match(query[i - 1])):
+            j = query.find("]", i + 1)
+            j = n - 1 if j < 0 else j
+            out.append(query[i:j + 1])
+            i = j + 1
+        elif query.startswith("--", i):
+            j = query.find("\n", i)
+            j = n if j < 0 else j
+            out.append(query[i:j])
+            i = j
+        elif query.startswith("/*", i):
+            j = query.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(query[i:j])
+            i = j
+        elif word_char.match(ch):
+            j = i + 1
+            while j < n and word_char.match(query[j]):
+                j += 1
+            if query[i:j].lower() != "distinct":
+                out.append(query[i:j])
+            i = j
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def test_remove_distinct_equals_the_reference_on_random_text():
+    import random
+    rng = random.Random(14)
+    pieces = ["distinct", "DISTINCT", "Distinct", " ", "'", '"', "`", "[", "]", "-", "--", "/*", "*/",
+              "*", "/", "\n", "a", "_", "$", "#", "x1", "(", ")", "é", "ſ", "İ", "K", "distinctx", "''"]
+    for _ in range(20_000):
+        q = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert remove_distinct(q) == _remove_distinct_reference(q), repr(q)
+
+
+@needs_data
+def test_remove_distinct_equals_the_reference_on_spider_dev():
+    dev = json.loads((SPIDER / "dev.json").read_text())
+    assert all(remove_distinct(e["query"]) == _remove_distinct_reference(e["query"]) for e in dev)
+
+
+def test_remove_distinct_is_linear_time():
+    t0 = time.perf_counter()
+    for text in (" " * 1_000_000, "+" * 1_000_000, "'" * 1_000_000, "/*" * 500_000, "distinct " * 100_000):
+        remove_distinct(text)
+    assert time.perf_counter() - t0 < 3.0     # the old loop: about 3.5 s per 1M characters each
+
+
+def test_too_long_sql_is_refused_before_any_pass():
+    from sqltradeoff import sqlexec
+    huge = "SELECT 1" + " " * (sqlexec.MAX_SQL_CHARS + 1)
+    out = compare("/nonexistent.sqlite", huge, "SELECT 1")
+    assert out.kind == "gold_error" and "longer than" in out.reason
+    res = sqlexec.execute_sql("/nonexistent.sqlite", huge)
+    assert res.error == "other_error" and "longer than" in res.message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e308, -1, 0, "soon", True])
+def test_execute_and_score_refuse_a_timeout_that_switches_the_limit_off(bad):
+    from sqltradeoff import sqlexec
+    with pytest.raises(ValueError, match="timeout"):
+        sqlexec.execute_sql("/nonexistent.sqlite", "SELECT 1", timeout_s=bad)
+    with pytest.raises(ValueError, match="timeout"):
+        score_pairs([], "/nonexistent", timeout_s=bad)
+
+
+@pytest.mark.parametrize("db_id", ["/etc/passwd", "..", "../x", "a/b", "a\\b", "", "x\x00y", 5])
+def test_db_id_must_be_a_plain_name(db_id):
+    with pytest.raises(ValueError, match="not a database name"):
+        ex.db_path_for("/data", db_id)
 
 
 def test_order_by_detection_is_a_substring_test_on_the_gold():
@@ -308,3 +402,28 @@ def test_deepeval_metric_direct_and_missing_database():
     assert m.is_successful() is False
     with pytest.raises(ValueError, match="names no database"):
         m.measure(LLMTestCase(input="q", actual_output="SELECT 1", expected_output="SELECT 1"))
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1, 0, float("inf"), "x"])
+def test_deepeval_metric_refuses_a_timeout_that_switches_the_limit_off(timeout):
+    from sqltradeoff.deepeval_metric import ExecutionAccuracy
+    with pytest.raises(ValueError, match="timeout must be"):
+        ExecutionAccuracy(DB_DIR, timeout=timeout)
+
+
+@needs_data
+@pytest.mark.parametrize("field", ["metadata", "context"])
+def test_deepeval_metric_never_reads_outside_db_dir(tmp_path, field):
+    """A db_id that is a path is refused, even when the file it names exists."""
+    from deepeval.test_case import LLMTestCase
+
+    from sqltradeoff.deepeval_metric import ExecutionAccuracy
+
+    outside = str(DB_DIR / "concert_singer")          # .../concert_singer/concert_singer.sqlite exists
+    m = ExecutionAccuracy(tmp_path)
+    for db_id in (outside, "../" + str(DB_DIR.name) + "/concert_singer", "a/../concert_singer"):
+        kw = {"metadata": {"db_id": db_id}} if field == "metadata" else {"context": [f"db_id: {db_id}"]}
+        with pytest.raises(ValueError, match="not a database name"):
+            m.measure(LLMTestCase(input="q", actual_output="SELECT count(*) FROM singer",
+                                  expected_output="SELECT count(*) FROM singer", **kw))
+        assert m.score == 0.0 and not m.is_successful()

@@ -139,3 +139,131 @@ def test_cli_subprocess_exit_code_and_help(tmp_path):
     helped = subprocess.run([sys.executable, str(REPO / "stages" / "score_sql.py"), "--help"],
                             capture_output=True, text=True, env=env, cwd=tmp_path)
     assert helped.returncode == 0 and "--gold-vs-gold" in helped.stdout and "--db-dir" in helped.stdout
+
+
+# ----------------------------------------------------------------------------- input faults (issue 14)
+
+GOOD = {"id": "a", "db_id": "concert_singer", "gold_sql": "SELECT count(*) FROM singer",
+        "pred_sql": "SELECT count(*) FROM singer"}
+_GOOD_TAIL = '"db_id": "concert_singer", "gold_sql": "SELECT 1", "pred_sql": "SELECT 1"}\n'
+
+
+def _cli(args, cwd):
+    env = dict(os.environ, PYTHONPATH="")
+    return subprocess.run([sys.executable, str(REPO / "stages" / "score_sql.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def _assert_refused(proc, message, tmp_path, allowed=()):
+    """exit 2, exactly one line on stderr, `error: ` with `message`, no traceback, no output."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == sorted(allowed), left
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"id": "a", "db_id": "concert_singer", "gold_sql": "SELECT \xe9", "pred_sql": "x"}\n',
+     "p.jsonl:1: not UTF-8 text"),
+    (b'{"id": "a", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b", " + _GOOD_TAIL.encode(),
+     "p.jsonl:1: JSON nested too deeply"),
+    (('{"id": ' + "7" * 5000 + ", " + _GOOD_TAIL).encode(), "p.jsonl:1: Exceeds the limit"),
+    (('{"id": "\\ud800", ' + _GOOD_TAIL).encode(), "record 1: `id` is not valid Unicode text"),
+    (('{"id": NaN, ' + _GOOD_TAIL).encode(), "p.jsonl:1: NaN is not valid JSON"),
+    (('{"id": "a", "hardness": Infinity, ' + _GOOD_TAIL).encode(), "p.jsonl:1: Infinity is not valid JSON"),
+    (('{"id": ["a"], ' + _GOOD_TAIL).encode(), "`id` must be a string or a number"),
+], ids=["latin1", "deep_nesting", "5000_digit_id", "lone_surrogate", "nan_id", "inf", "list_id"])
+def test_bad_prediction_file_is_one_error_line(tmp_path, content, message):
+    (tmp_path / "p.jsonl").write_bytes(content)
+    proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "out/rows.jsonl",
+                 "--out-metrics", "out/m.json"], tmp_path)
+    _assert_refused(proc, message, tmp_path, ["p.jsonl"])
+
+
+@pytest.mark.parametrize("db_id", ["/etc/passwd", "../concert_singer", "concert_singer/../pets_1",
+                                   "a/b", "a\\b", "..", str(DB_DIR / "concert_singer")])
+def test_db_id_that_is_a_path_is_refused(tmp_path, db_id):
+    write_jsonl(tmp_path / "p.jsonl", [dict(GOOD, db_id=db_id)])
+    proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "rows.jsonl"], tmp_path)
+    _assert_refused(proc, "is not a database name", tmp_path, ["p.jsonl"])
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e308", "-1", "0", "-inf"])
+def test_timeout_that_switches_the_limit_off_is_refused(tmp_path, timeout):
+    write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "rows.jsonl", f"--timeout={timeout}"],
+                tmp_path)
+    _assert_refused(proc, "--timeout must be a finite number of seconds", tmp_path, ["p.jsonl"])
+
+
+def test_out_rows_that_is_a_directory_is_refused(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    (tmp_path / "rows").mkdir()
+    proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "rows", "--out-metrics", "m.json"], tmp_path)
+    _assert_refused(proc, "--out-rows rows: is a directory", tmp_path, ["p.jsonl", "rows"])
+
+
+def test_unwritable_out_metrics_leaves_no_rows(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    (tmp_path / "afile").write_text("x")
+    proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "rows.jsonl",
+                 "--out-metrics", "afile/m.json"], tmp_path)
+    _assert_refused(proc, "--out-metrics afile/m.json: afile is not a directory", tmp_path,
+                    ["afile", "p.jsonl"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_read_only_out_dir_is_refused(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    try:
+        proc = _cli(["p.jsonl", "--db-dir", DB_DIR, "--out-rows", "rows.jsonl",
+                     "--out-metrics", "ro/m.json"], tmp_path)
+        _assert_refused(proc, "is not writable", tmp_path, ["p.jsonl", "ro"])
+    finally:
+        (tmp_path / "ro").chmod(0o700)
+
+
+def test_write_texts_is_all_or_nothing(tmp_path):
+    from sqltradeoff.io import write_texts
+    (tmp_path / "blocker").mkdir()          # a rename onto a directory fails
+    with pytest.raises(OSError):
+        write_texts([(tmp_path / "rows.jsonl", "x\n"), (tmp_path / "blocker", "{}\n")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "is unusable: truncated"),
+    ("garbage", "is unusable: damaged"),
+    ("empty", "is unusable: not an SQLite database"),
+])
+def test_damaged_database_is_one_error_line_naming_it(tmp_path, damage, message):
+    """A damaged database would score every question on it 0 (`gold_error`) and exit 0: refused."""
+    work = tmp_path / "work"
+    db = work / "db" / "concert_singer" / "concert_singer.sqlite"
+    db.parent.mkdir(parents=True)
+    data = bytearray((DB_DIR / "concert_singer" / "concert_singer.sqlite").read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "garbage":
+        data[4096:8192] = bytes(range(256)) * 16
+    else:
+        data = b""
+    db.write_bytes(bytes(data))
+    write_jsonl(work / "p.jsonl", [GOOD])
+    proc = _cli(["p.jsonl", "--db-dir", "db", "--out-rows", "rows.jsonl", "--out-metrics", "m.json"], work)
+    _assert_refused(proc, f"database concert_singer (db/concert_singer/concert_singer.sqlite) {message}",
+                    work, ["db", "db/concert_singer", "db/concert_singer/concert_singer.sqlite", "p.jsonl"])
+
+
+def test_nan_is_never_written(tmp_path, capsys):
+    from sqltradeoff.io import dumps_jsonl
+    with pytest.raises(ValueError):
+        dumps_jsonl([{"id": float("nan")}], allow_nan=False)
+    preds = write_jsonl(tmp_path / "p.jsonl", [dict(GOOD, id=1.5), dict(GOOD, id=7)])
+    rc, _, err = run([preds, "--db-dir", DB_DIR, "--out-rows", tmp_path / "r.jsonl", "--no-progress"], capsys)
+    assert rc == 0, err
+    assert [json.loads(line)["id"] for line in (tmp_path / "r.jsonl").read_text().splitlines()] == [1.5, 7]
