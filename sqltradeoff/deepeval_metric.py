@@ -8,7 +8,9 @@ and the database named by `metadata={"db_id": ...}` (`additional_metadata=` is a
 `LLMTestCase` as the same field), or by a `context` entry `"db_id: <id>"` (or just `"<id>"`).
 
 No LLM judge, API key or network is involved: the queries are executed on
-`<db_dir>/<db_id>/<db_id>.sqlite` with the rules of `sqltradeoff.execution`.
+`<db_dir>/<db_id>/<db_id>.sqlite` with the rules of `sqltradeoff.execution`, by default in a
+killable, memory-capped worker process (`isolation.run_isolated`, as `execution.score_pairs`
+does), so a prediction (or gold query) can neither hang the caller nor exhaust its memory.
 
     from deepeval import evaluate
     from deepeval.evaluate.configs import DisplayConfig
@@ -25,33 +27,68 @@ from typing import Optional
 from deepeval.metrics import BaseMetric
 from deepeval.test_case import LLMTestCase
 
-from .execution import check_db_id, compare, db_path_for
+from .execution import GOLD_ERROR, GOLD_TAG, Outcome, check_db_id, compare, db_path_for
 from .extract import extract_sql
-from .sqlexec import DEFAULT_TIMEOUT_S, check_timeout
+from .isolation import run_isolated
+from .sqlexec import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, TIMEOUT, check_timeout
 
 _CONTEXT_DB = re.compile(r"^\s*db(?:_id)?\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
+
+
+# One case: (db_path, gold, raw output, extract, timeout_s, keep_distinct).
+_Case = tuple[str, str, str, bool, float, bool]
+
+
+def _score_case(case: _Case) -> tuple[str, Outcome]:
+    """`(predicted SQL, outcome)`; in a worker of `run_isolated`, or in this process."""
+    db_path, gold, raw, extract, timeout_s, keep_distinct = case
+    pred = extract_sql(raw) if extract else raw
+    return pred, compare(db_path, gold, pred, timeout_s=timeout_s, keep_distinct=keep_distinct)
+
+
+def _case_failed(case: _Case, kind: str, tag: int, message: str) -> tuple[None, Outcome]:
+    """A case whose worker was killed (`timeout`) or died (`other_error`): the SQL is unknown."""
+    if tag == GOLD_TAG:
+        return None, Outcome(False, GOLD_ERROR, f"{kind}: {message}")
+    return None, Outcome(False, kind, message)
 
 
 class ExecutionAccuracy(BaseMetric):
     """Score 1.0 when the predicted SQL returns the gold result (Spider test-suite rules), else 0.0.
 
-    `reason` is "match", "result differs" (with details), "prediction error: <kind>: <message>"
-    or "timeout"; `error` is set only for a problem with the test case itself (no database,
-    or a `db_id` that is not a plain name: an absolute path or one with `..` or a separator is
-    refused, so no file outside `db_dir` is ever read).
+    `reason` is "match", "result differs" (with details), "prediction error: <kind>: <message>",
+    "gold query error: <kind>: <message>", "timeout" (stopped by SQLite's progress handler) or
+    "timeout: exceeded <timeout> s (worker killed)" (a step the progress handler cannot
+    interrupt: the worker was killed); `error` is set only for a problem with the test case
+    itself (no database, or a `db_id` that is not a plain name: an absolute path or one with
+    `..` or a separator is refused, so no file outside `db_dir` is ever read).
 
     `timeout` (seconds per query) must be a finite number in (0, 86400], else `ValueError`.
-    The queries run in this process: SQLite's limits, the SQL size bound and the progress
-    handler hold; the hard kill and memory cap of `score_pairs` (a worker process) do not.
+    With `isolate=True` (the default) each test case is scored in a forked worker process
+    (`isolation.run_isolated`): a query still running at `timeout + HARD_KILL_SLACK_S` (0.5 s)
+    is killed with its worker, a case still running at 3 x `timeout` likewise, and the worker
+    may add at most `memory_mb` MiB to its size (None: no cap), so every `measure` ends within
+    those bounds (the fork costs 20-40 ms a case). `isolate=False` runs everything in this
+    process (for trusted SQL, about 1 ms a case): SQLite's limits, the SQL size bound and the
+    progress handler still hold; the hard kill and the memory cap do not. The SQL extraction
+    from `actual_output` runs in the same worker (it is Python work on untrusted text);
+    `predicted_sql` is what it extracted (None when the worker was killed).
     """
 
     def __init__(self, db_dir: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT_S,
-                 threshold: float = 1.0, extract: bool = True, keep_distinct: bool = False):
+                 threshold: float = 1.0, extract: bool = True, keep_distinct: bool = False,
+                 isolate: bool = True, memory_mb: int | None = DEFAULT_MEMORY_MB):
         self.db_dir = Path(db_dir)
         self.timeout = check_timeout(timeout, "timeout")
         self.threshold = threshold
         self.extract = extract
         self.keep_distinct = keep_distinct
+        self.isolate = bool(isolate)
+        if memory_mb is not None and (isinstance(memory_mb, bool) or not isinstance(memory_mb, int)
+                                      or memory_mb <= 0):
+            raise ValueError(f"memory_mb must be a positive whole number of MiB or None, "
+                             f"got {memory_mb!r}")
+        self.memory_mb = memory_mb
         self.async_mode = True
         self.verbose_mode = False
         self.include_reason = True
@@ -93,17 +130,20 @@ class ExecutionAccuracy(BaseMetric):
             self.error = str(exc)
             self.score, self.success, self.reason, self.kind = 0.0, False, f"error: {exc}", None
             raise
-        raw = test_case.actual_output or ""
-        pred = extract_sql(raw) if self.extract else raw
+        case = (str(db_path), test_case.expected_output, test_case.actual_output or "",
+                self.extract, self.timeout, self.keep_distinct)
+        if self.isolate:        # the extraction too: it is Python work on untrusted text
+            ((_, (pred, out)),) = run_isolated([[(0, case)]], _score_case, _case_failed,
+                                               timeout_s=self.timeout, memory_mb=self.memory_mb)
+        else:
+            pred, out = _score_case(case)
         self.predicted_sql = pred
-        out = compare(db_path, test_case.expected_output, pred, timeout_s=self.timeout,
-                      keep_distinct=self.keep_distinct)
         self.kind = out.kind
         self.score = 1.0 if out.match else 0.0
         if out.match:
             self.reason = "match"
-        elif out.kind == "timeout":
-            self.reason = "timeout"
+        elif out.kind == TIMEOUT:
+            self.reason = f"timeout: {out.reason}" if "killed" in out.reason else "timeout"
         elif out.kind in ("wrong_result", "empty_result"):
             self.reason = f"result differs: {out.reason}" if out.reason else "result differs"
         elif out.kind == "gold_error":
