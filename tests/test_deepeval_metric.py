@@ -84,15 +84,32 @@ def test_a_killed_gold_query_is_a_gold_error(db_dir):
     assert elapsed < BOUND, elapsed
 
 
-def test_the_sql_extraction_runs_under_the_limit_too(db_dir):
-    """`extract_sql` is super-linear on some texts (this 180 kB one: about two minutes in
-    process); in the worker the case is killed at 3 x LIMIT + slack."""
+def test_the_sql_extraction_runs_under_the_limit_too(db_dir, monkeypatch):
+    """Extraction of model text runs in the worker as well: a slow extractor (the fork inherits the
+    patched module) is killed with its case at 3 x LIMIT + slack."""
     from sqltradeoff.deepeval_metric import ExecutionAccuracy
+
+    def slow_extract(text):
+        time.sleep(60)
+        return text
+
+    monkeypatch.setattr(deepeval_metric, "extract_sql", slow_extract)
     m = ExecutionAccuracy(db_dir, timeout=LIMIT)
-    elapsed = _timed(m, _case("select a " * 20_000))
+    elapsed = _timed(m, _case(GOLD))
     assert m.score == 0.0 and m.kind == "timeout" and m.predicted_sql is None
     assert m.reason == f"timeout: item exceeded {3 * LIMIT:g} s (worker killed)"
     assert 3 * LIMIT + SLACK <= elapsed < 3 * LIMIT + SLACK + MARGIN, elapsed
+
+
+def test_long_model_text_is_refused_quickly(db_dir):
+    """180 kB of `select a ` (once two minutes of extraction) is extracted in well under a second
+    and refused by the SQL size bound."""
+    from sqltradeoff.deepeval_metric import ExecutionAccuracy
+    m = ExecutionAccuracy(db_dir, timeout=LIMIT)
+    elapsed = _timed(m, _case("select a " * 20_000))
+    assert m.score == 0.0 and m.kind == "other_error", m.reason
+    assert "longer than" in m.reason
+    assert elapsed < LIMIT + SLACK, elapsed
 
 
 def test_memory_is_capped(db_dir):
