@@ -156,14 +156,74 @@ def config_hash(cfg: dict, model_cfg: dict, data_sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    best, best_step = None, -1
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():
-            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-            if m and p.is_dir() and (p / "trainer_state.json").is_file() and int(m.group(1)) > best_step:
-                best, best_step = p, int(m.group(1))
-    return best
+_CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint directory `path` cannot be resumed from, or None when it is complete.
+
+    A kill while transformers writes a checkpoint leaves some of its files missing or cut short
+    (it writes the weights, optimizer, scheduler, RNG state and last `trainer_state.json`, in place).
+    Checked: `trainer_state.json` parses and names the directory's step; the adapter weights
+    (`adapter_model.safetensors`, or a full `model.safetensors`) open with safetensors, which
+    refuses a file shorter than its header says; `optimizer.pt`, `scheduler.pt` and the RNG
+    state(s) `rng_state*.pth` are present and whole (torch.save writes zip files, whose directory
+    is at the end: a truncated file is not a zip file)."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    m = _CHECKPOINT_RE.fullmatch(path.name)
+    if m is None or not path.is_dir():
+        return "not a checkpoint directory"
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "trainer_state.json is missing"
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json is unreadable ({exc})"
+    if not isinstance(state, dict) or state.get("global_step") != int(m.group(1)):
+        return "trainer_state.json does not record this checkpoint's step"
+    weights = [path / n for n in ("adapter_model.safetensors", "model.safetensors") if (path / n).is_file()]
+    if not weights:
+        return "adapter_model.safetensors is missing"
+    try:
+        with safe_open(str(weights[0]), framework="pt"):
+            pass
+    except Exception as exc:   # safetensors raises its own error type (and OSError)
+        return f"{weights[0].name} is incomplete or corrupt ({exc})"
+    rng = sorted(path.glob("rng_state*.pth"))
+    for f in [path / "optimizer.pt", path / "scheduler.pt", *(rng or [path / "rng_state.pth"])]:
+        if not f.is_file():
+            return f"{f.name} is missing"
+        if not zipfile.is_zipfile(f):
+            return f"{f.name} is incomplete or corrupt"
+    return None
+
+
+def checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The `checkpoint-<step>` directories in `ckpt_dir`, newest (highest step) first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and _CHECKPOINT_RE.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
+def latest_checkpoint(ckpt_dir: Path, remove_incomplete: bool = False) -> Path | None:
+    """The newest complete checkpoint in `ckpt_dir` (see `checkpoint_problem`), or None.
+
+    Incomplete ones are skipped with a warning, and removed when `remove_incomplete` (they would
+    otherwise count towards `save_total_limit` and confuse the next resume)."""
+    for p in checkpoints(ckpt_dir):
+        problem = checkpoint_problem(p)
+        if problem is None:
+            return p
+        if remove_incomplete:
+            print(f"warning: removing incomplete checkpoint {p}: {problem}", file=sys.stderr)
+            shutil.rmtree(p)
+        else:
+            print(f"warning: skipping incomplete checkpoint {p}: {problem}", file=sys.stderr)
+    return None
 
 
 def _prepare_checkpoints(ckpt_dir: Path, digest: str, max_steps: int = -1) -> Path | None:
@@ -181,7 +241,8 @@ def _prepare_checkpoints(ckpt_dir: Path, digest: str, max_steps: int = -1) -> Pa
             except (OSError, ValueError):
                 stored = None
         if stored == digest:
-            while (last := latest_checkpoint(ckpt_dir)) is not None and 0 < max_steps <= int(last.name.split("-")[1]):
+            while ((last := latest_checkpoint(ckpt_dir, remove_incomplete=True)) is not None
+                   and 0 < max_steps <= int(last.name.split("-")[1])):
                 print(f"removing {last}: it is the end of the run, not a point to resume from", file=sys.stderr)
                 shutil.rmtree(last)
             return last

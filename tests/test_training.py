@@ -380,3 +380,50 @@ def test_a_run_that_finished_training_but_not_its_adapter_ends_at_max_steps(tiny
     assert again["resumed_from"] is None and again["steps_this_run"] == 4
     c = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+# ---------------------------------------------------------------- robustness (issue 14 §4)
+
+def test_incomplete_checkpoints_are_removed_and_the_run_resumes_from_the_newest_complete_one(
+        tiny_model_cfg, data, tmp_path, capsys):
+    """A kill while a checkpoint is written leaves it without trainer_state.json, or with its weights
+    cut short: neither counts; the run resumes from the complete older one and ends where an
+    uninterrupted run ends."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from sqltradeoff.training import checkpoint_problem, latest_checkpoint
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:   # checkpoints 1-5 written
+                raise KeyboardInterrupt("simulated interruption")
+
+    cfg = {**CFG, "save_steps": 1, "save_total_limit": 5}
+    full = train(cfg, tiny_model_cfg, data, tmp_path / "full", tmp_path / "mfull")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint", callbacks=[Crash()])
+    ck = tmp_path / "int" / "checkpoints"
+    assert [checkpoint_problem(ck / f"checkpoint-{i}") for i in (3, 4, 5)] == [None, None, None]
+    (ck / "checkpoint-5" / "trainer_state.json").unlink()          # killed before the state was written
+    weights = ck / "checkpoint-4" / "adapter_model.safetensors"    # killed while the weights were written
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert checkpoint_problem(ck / "checkpoint-5") == "trainer_state.json is missing"
+    assert "adapter_model.safetensors is incomplete" in checkpoint_problem(ck / "checkpoint-4")
+    assert latest_checkpoint(ck) == ck / "checkpoint-3"
+    opt = ck / "checkpoint-3" / "optimizer.pt"                      # a cut-short optimizer state counts too
+    saved = opt.read_bytes()
+    opt.write_bytes(saved[:100])
+    assert checkpoint_problem(ck / "checkpoint-3") == "optimizer.pt is incomplete or corrupt"
+    opt.write_bytes(saved)
+    capsys.readouterr()
+
+    resumed = train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint")
+    err = capsys.readouterr().err
+    assert "removing incomplete checkpoint" in err and "checkpoint-5" in err and "checkpoint-4" in err
+    assert resumed["resumed_from"] == "checkpoint-3" and resumed["steps_this_run"] == 3
+    assert resumed["steps"] == full["steps"] == 6
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "int" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
