@@ -1,0 +1,58 @@
+"""CPU threads for the stages that run a model (train, predict, mmlu).
+
+`apply_cpu_threads(value)` sets torch's intra-op threads and returns the number used:
+* `value`: params.yaml `cpu_threads` -- `auto` (default) or a positive integer;
+* the environment variable SQLTRADEOFF_CPU_THREADS (`auto` or an integer) overrides the param;
+* `auto`: OMP_NUM_THREADS when it is set (the user's choice), else the CPUs this process may run
+  on (`os.sched_getaffinity`, which honours `taskset` and container CPU sets).
+
+It also sets `OMP_WAIT_POLICY=PASSIVE` when the variable is unset and torch is not imported yet
+(libgomp reads it once, when torch loads): OpenMP worker threads then sleep at a barrier instead
+of spinning on a core. On cores shared with another job, a spinning thread takes CPU time from the
+thread the barrier waits for (BENCHMARKS.md, "Shared cores"). Call it before importing torch
+(the stages do), or the policy is left as it is.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import UserError
+
+ENV = "SQLTRADEOFF_CPU_THREADS"
+
+
+def _parse(value, where: str) -> int | None:
+    """None for `auto`, else a positive int; `where` names the setting in the error."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where} must be `auto` or a positive integer, got {value!r}")
+    return value
+
+
+def cpu_threads(value="auto", environ=os.environ) -> int:
+    """The number of intra-op threads `apply_cpu_threads(value)` would use (see the module docstring)."""
+    n = _parse(environ[ENV], ENV) if environ.get(ENV, "").strip() else _parse(value, "params: cpu_threads")
+    if n is not None:
+        return n
+    omp = environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def apply_cpu_threads(value="auto", environ=os.environ) -> int:
+    """Set torch's CPU threads (and the OpenMP wait policy, before torch loads); returns the count."""
+    n = cpu_threads(value, environ)
+    if "torch" not in sys.modules:
+        environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(n)
+    return n
