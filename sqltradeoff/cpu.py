@@ -3,8 +3,9 @@
 `apply_cpu_threads(value)` sets torch's intra-op threads and returns the number used:
 * `value`: params.yaml `cpu_threads` -- `auto` (default) or a positive integer;
 * the environment variable SQLTRADEOFF_CPU_THREADS (`auto` or an integer) overrides the param;
-* `auto`: OMP_NUM_THREADS when it is set (the user's choice), else the CPUs this process may run
-  on (`os.sched_getaffinity`, which honours `taskset` and container CPU sets).
+* `auto`: torch's own default, left as it is (OMP_NUM_THREADS when set, else the physical cores
+  OpenMP may use); the thread count can change float rounding, so `auto` keeps the outputs of
+  earlier runs byte-identical.
 
 It also sets `OMP_WAIT_POLICY=PASSIVE` when the variable is unset and torch is not imported yet
 (libgomp reads it once, when torch loads): OpenMP worker threads then sleep at a barrier instead
@@ -33,18 +34,12 @@ def _parse(value, where: str) -> int | None:
     return value
 
 
-def cpu_threads(value="auto", environ=os.environ) -> int:
-    """The number of intra-op threads `apply_cpu_threads(value)` would use (see the module docstring)."""
-    n = _parse(environ[ENV], ENV) if environ.get(ENV, "").strip() else _parse(value, "params: cpu_threads")
-    if n is not None:
-        return n
-    omp = environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) > 0:
-        return int(omp)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:   # not Linux
-        return max(1, os.cpu_count() or 1)
+def cpu_threads(value="auto", environ=os.environ) -> int | None:
+    """The thread count `apply_cpu_threads(value)` sets, None for torch's default (see the module
+    docstring); a bad value is a UserError naming the setting."""
+    if environ.get(ENV, "").strip():
+        return _parse(environ[ENV].strip(), ENV)
+    return _parse(value, "params: cpu_threads")
 
 
 def apply_cpu_threads(value="auto", environ=os.environ) -> int:
@@ -54,5 +49,6 @@ def apply_cpu_threads(value="auto", environ=os.environ) -> int:
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    torch.set_num_threads(n)
-    return n
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

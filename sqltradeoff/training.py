@@ -299,6 +299,11 @@ def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool
         try:
             return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except TrainingInterrupted as exc:
+            for cb in trainer.callback_handler.callbacks:   # end the progress bar's line (transformers' ProgressCallback)
+                bar = getattr(cb, "training_bar", None)
+                if bar is not None:
+                    bar.close()
+                    cb.training_bar = None
             last = latest_checkpoint(ckpt_dir)
             raise TrainingInterrupted(exc.signum, trainer.state.global_step, str(last) if last else None) from None
         finally:

@@ -487,10 +487,13 @@ def train(*args, **kwargs):
     def hook(trainer):      # tell the test when a backward pass after the first checkpoint begins
         layers = trainer.model.get_base_model().model.layers
 
+        def in_backward(grad):
+            marker.write_text("backward")
+
         def on_forward(module, inputs, output):
             out = output[0] if isinstance(output, tuple) else output
             if trainer.state.global_step >= 1 and out.requires_grad:
-                out.register_hook(lambda grad: marker.write_text("backward"))
+                out.register_hook(in_backward)
         layers[-1].register_forward_hook(on_forward)
     return real_train(*args, trainer_hook=hook, **kwargs)
 
@@ -527,6 +530,7 @@ def test_ctrl_c_stops_the_train_stage_mid_backward_within_seconds(tiny_llama, ti
     from sqltradeoff.training import checkpoint_problem
 
     model_cfg = {**tiny_model_cfg, "path": str(_slow_model(tiny_llama, tmp_path / "slow"))}
+    (tmp_path / "proj").mkdir()
     proj = _project(tmp_path / "proj", model_cfg, tok)
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["train"].update(max_steps=4, save_steps=1, batch_size=2, max_length=4096)
@@ -555,8 +559,10 @@ def test_ctrl_c_stops_the_train_stage_mid_backward_within_seconds(tiny_llama, ti
         proc.kill()
     assert proc.returncode == 130, err[-3000:]
     assert waited < 5, f"took {waited:.1f} s to stop"
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("interrupted by SIGINT after step 1: resume from ") and "checkpoint-1" in last
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    said = [ln for ln in lines if "interrupted" in ln]
+    assert len(said) == 1 and said[0] == lines[-1], lines[-5:]
+    assert said[0].startswith("interrupted by SIGINT after step 1: resume from ") and "checkpoint-1" in said[0]
     assert "Traceback" not in err
     ck = proj / "models" / "run1" / "checkpoints"
     assert checkpoint_problem(ck / "checkpoint-1") is None and not (ck / "checkpoint-2").exists()
