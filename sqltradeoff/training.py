@@ -27,8 +27,13 @@ study's recipe):
   every non-quantised weight (embeddings, norms, lm_head) to fp32 and so carries an fp32 residual
   stream; false: keep them bf16 (the base model is frozen either way).
 
+* `use_liger_kernel` -- liger-kernel's fused layer kernels through TRL's `use_liger_kernel` (CUDA
+  and the liger-kernel package; refused with a one-line error before the model loads otherwise).
+
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
-configuration (hash of train config, model and data) resumes from the latest one. Checkpoints
+configuration (hash of train config, model and data) resumes from the latest complete one
+(checkpoints.py: one cut short by a kill is removed with a warning).
+Ctrl-C / SIGTERM stop training within seconds even inside a CPU backward pass (interrupt.py). Checkpoints
 of a different configuration are removed (they cannot be resumed), and so is the directory once
 the run has written its adapter (a finished run is retrained from scratch when DVC asks). DVCLive
 logs loss and learning rate per step into the metrics directory.
