@@ -44,6 +44,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -302,7 +303,11 @@ def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool
     with interruptible(trainer.model, hooks=on_cpu) as stop:
         trainer.add_callback(stop.callback)
         try:
-            return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stop.signum is not None:   # came after the last forward/backward: the run is complete
+                print(f"warning: {signal.Signals(stop.signum).name} came after the last training step; "
+                      f"the finished run's outputs are written", file=sys.stderr)
+            return result
         except TrainingInterrupted as exc:
             for cb in trainer.callback_handler.callbacks:   # end the progress bar's line (transformers' ProgressCallback)
                 bar = getattr(cb, "training_bar", None)
