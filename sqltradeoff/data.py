@@ -21,6 +21,7 @@ import csv
 import hashlib
 import os
 import shutil
+import sqlite3
 import sys
 import tarfile
 import tempfile
@@ -78,6 +79,8 @@ class Verifier:
 
     def check(self, path: Path) -> str:
         rel = path.relative_to(self.root).as_posix()
+        if not path.is_file():
+            raise UserError(f"{path}: not found in the mirror {self.root} (expected `{rel}`)")
         digest = sha256_file(path)
         if self.manifest is not None:
             expected = self.manifest.get(rel)
@@ -155,17 +158,44 @@ def load_tables(path: Path) -> list[dict]:
     return tables
 
 
+def check_sqlite(path: Path) -> None:
+    """A whole SQLite database: the header's magic, a file as long as the header's page count
+    says, and `PRAGMA quick_check` on a read-only connection (a truncated or damaged copy --
+    e.g. in a mirror without MANIFEST.sha256 -- would otherwise surface as gold-query errors)."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    if header[:16] != SQLITE_MAGIC:
+        raise UserError(f"{path}: not a SQLite database (bad header)")
+    size = path.stat().st_size
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96] and n_pages > 0   # SQLite's rule for the in-header size
+    if len(header) < 100 or (header_valid and size < n_pages * page_size) or size % max(page_size, 1):
+        raise UserError(f"{path}: truncated SQLite database ({size} bytes; its header says {n_pages} pages "
+                        f"of {page_size} bytes): replace it with a complete copy")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            result = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path}: damaged SQLite database ({exc}): replace it with a complete copy") from None
+    if result != [("ok",)]:
+        raise UserError(f"{path}: damaged SQLite database (quick_check: {result[0][0]}): "
+                        f"replace it with a complete copy")
+
+
 def find_databases(db_root: Path) -> dict[str, Path]:
-    """{db_id: path} of `db_root/<db_id>/<db_id>.sqlite` files that are SQLite databases."""
+    """{db_id: path} of `db_root/<db_id>/<db_id>.sqlite` files, each checked whole (`check_sqlite`)."""
     found: dict[str, Path] = {}
     if not db_root.is_dir():
         raise UserError(f"{db_root}: database folder not found")
     for sub in sorted(p for p in db_root.iterdir() if p.is_dir()):
         f = sub / f"{sub.name}.sqlite"
         if f.is_file():
-            with f.open("rb") as fh:
-                if fh.read(16) != SQLITE_MAGIC:
-                    raise UserError(f"{f}: not a SQLite database (bad header)")
+            check_sqlite(f)
             found[sub.name] = f
     return found
 

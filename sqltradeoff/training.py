@@ -27,8 +27,13 @@ study's recipe):
   every non-quantised weight (embeddings, norms, lm_head) to fp32 and so carries an fp32 residual
   stream; false: keep them bf16 (the base model is frozen either way).
 
+* `use_liger_kernel` -- liger-kernel's fused layer kernels through TRL's `use_liger_kernel` (CUDA
+  and the liger-kernel package; refused with a one-line error before the model loads otherwise).
+
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
-configuration (hash of train config, model and data) resumes from the latest one. Checkpoints
+configuration (hash of train config, model and data) resumes from the latest complete one
+(checkpoints.py: one cut short by a kill is removed with a warning).
+Ctrl-C / SIGTERM stop training within seconds even inside a CPU backward pass (interrupt.py). Checkpoints
 of a different configuration are removed (they cannot be resumed), and so is the directory once
 the run has written its adapter (a finished run is retrained from scratch when DVC asks). DVCLive
 logs loss and learning rate per step into the metrics directory.
@@ -38,13 +43,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .checkpoints import HASH_FILE, _prepare_checkpoints, checkpoint_problem, checkpoints, latest_checkpoint  # noqa: F401 (re-exported)
 from .errors import UserError
 from .io import read_jsonl, write_json
 
@@ -52,10 +58,9 @@ TRAIN_KEYS = ("epochs", "max_steps", "max_length", "batch_size", "grad_accum", "
               "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
               "optim_cuda", "optim_cpu", "gradient_checkpointing", "save_steps", "save_total_limit", "seed")
 # Optional keys and their defaults (the reference study's recipe).
-TRAIN_DEFAULTS = {"padding_free": False, "attention": "sdpa", "fp32_upcast": True}
+TRAIN_DEFAULTS = {"padding_free": False, "attention": "sdpa", "fp32_upcast": True, "use_liger_kernel": False}
 # Keys that do not change the trained weights (excluded from the resume hash).
 _NO_RESULT_KEYS = ("save_steps", "save_total_limit")
-HASH_FILE = "config_hash.json"
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +88,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "gradient_checkpointing": lambda v: isinstance(v, bool),
         "padding_free": lambda v: isinstance(v, bool),
         "fp32_upcast": lambda v: isinstance(v, bool),
+        "use_liger_kernel": lambda v: isinstance(v, bool),
         "attention": lambda v: isinstance(v, str) and bool(v.strip()),
     }
     for key, ok in checks.items():
@@ -155,43 +161,6 @@ def config_hash(cfg: dict, model_cfg: dict, data_sha256: str) -> str:
     blob = json.dumps({"train": relevant, "model": model, "data": data_sha256}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    best, best_step = None, -1
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():
-            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-            if m and p.is_dir() and (p / "trainer_state.json").is_file() and int(m.group(1)) > best_step:
-                best, best_step = p, int(m.group(1))
-    return best
-
-
-def _prepare_checkpoints(ckpt_dir: Path, digest: str, max_steps: int = -1) -> Path | None:
-    """The checkpoint to resume from (same config hash), or None; stale checkpoints are removed.
-
-    A checkpoint at `max_steps` or beyond (the run had finished training but not written its
-    adapter) is removed too: transformers resumes from it with one extra optimizer step when it
-    falls inside an epoch, so the run goes on from the checkpoint before it."""
-    hash_file = ckpt_dir / HASH_FILE
-    if ckpt_dir.is_dir():
-        stored = None
-        if hash_file.is_file():
-            try:
-                stored = json.loads(hash_file.read_text()).get("config_hash")
-            except (OSError, ValueError):
-                stored = None
-        if stored == digest:
-            while (last := latest_checkpoint(ckpt_dir)) is not None and 0 < max_steps <= int(last.name.split("-")[1]):
-                print(f"removing {last}: it is the end of the run, not a point to resume from", file=sys.stderr)
-                shutil.rmtree(last)
-            return last
-        if any(ckpt_dir.iterdir()):
-            print(f"removing checkpoints in {ckpt_dir}: they belong to a different training configuration",
-                  file=sys.stderr)
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_json(hash_file, {"config_hash": digest})
-    return None
 
 
 # ---------------------------------------------------------------- logging
@@ -286,51 +255,30 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         dataloader_num_workers=0,
         disable_tqdm=False,
         use_cpu=settings.device == "cpu",
+        use_liger_kernel=bool(cfg["use_liger_kernel"]),
     )
 
 
-def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, out_dir: str | os.PathLike,
-          metrics_dir: str | os.PathLike, callbacks: list | None = None,
-          trainer_hook: Callable | None = None) -> dict[str, Any]:
-    """Train one LoRA adapter; write `<out>/adapter` (+ training_info.json) and `<metrics_dir>/metrics.json`.
+def check_liger(cfg: dict[str, Any], settings) -> None:
+    """`train.use_liger_kernel: true` needs a CUDA GPU and the liger-kernel package (checked before
+    the model loads)."""
+    if not cfg["use_liger_kernel"]:
+        return
+    if settings.device != "cuda":
+        raise UserError("params: train.use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU "
+                        "(this run is on the CPU): set it to false")
+    from transformers.utils import is_liger_kernel_available
 
-    Returns the training info dict. `callbacks`: extra `transformers.TrainerCallback`s;
-    `trainer_hook(trainer)`: called before training (tests inspect the prepared dataset).
-    """
-    cfg = validate_config(cfg)
-    data_path, out_dir, metrics_dir = Path(data_path), Path(out_dir), Path(metrics_dir)
-    rows = read_jsonl(data_path, required=("prompt", "completion"))
-    if not rows:
-        raise UserError(f"{data_path}: no training examples")
+    if not is_liger_kernel_available():
+        raise UserError("params: train.use_liger_kernel is true, but liger-kernel is not installed "
+                        "(pip install liger-kernel) or too old for this transformers: install it or set it to false")
 
-    from transformers import set_seed
-    from trl import SFTConfig
 
-    from .attention import TORCH_VARLEN, register_torch_varlen, set_attention
-    from .modeling import device_settings, load_model
-
-    if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
-        register_torch_varlen()
-    settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
-    ckpt_dir = out_dir / "checkpoints"
-    try:   # checked before anything slow or destructive
-        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
-    except ValueError as exc:   # unknown scheduler / optimizer name, ...
-        raise UserError(f"params: invalid training setting: {exc}") from None
-    set_seed(cfg["seed"])
-    model, tokenizer = load_model(model_cfg, for_training=True)
-    examples, data_stats = tokenize_examples(rows, tokenizer, cfg["max_length"])
-    if not examples:
-        raise UserError(f"{data_path}: all {data_stats['examples_total']} examples are longer than "
-                        f"train.max_length={cfg['max_length']} tokens (or have an empty completion); "
-                        f"raise train.max_length")
-    if data_stats["examples_dropped_too_long"]:
-        print(f"dropped {data_stats['examples_dropped_too_long']} of {data_stats['examples_total']} examples "
-              f"longer than max_length={cfg['max_length']} tokens", file=sys.stderr)
-
-    from datasets import Dataset
+def _add_lora(model, cfg: dict[str, Any], settings):
+    """Attention implementation, QLoRA up-cast, then the LoRA adapter on `model` (a base model)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from trl import SFTTrainer
+
+    from .attention import set_attention
 
     if cfg["attention"] != model.config._attn_implementation:
         set_attention(model, cfg["attention"])
@@ -344,7 +292,88 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
         raise UserError(f"params: train.target_modules {cfg['target_modules']} do not fit this model: {exc}") from None
     if cfg["gradient_checkpointing"]:
         model.enable_input_require_grads()
+    return model
 
+
+def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool):
+    """`trainer.train()`, stopped within seconds by SIGINT/SIGTERM (interrupt.py): then a
+    `TrainingInterrupted` carrying the last step and the newest complete checkpoint is raised."""
+    from .interrupt import TrainingInterrupted, interruptible
+
+    with interruptible(trainer.model, hooks=on_cpu) as stop:
+        trainer.add_callback(stop.callback)
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stop.signum is not None:   # came after the last forward/backward: the run is complete
+                print(f"warning: {signal.Signals(stop.signum).name} came after the last training step; "
+                      f"the finished run's outputs are written", file=sys.stderr)
+            return result
+        except TrainingInterrupted as exc:
+            for cb in trainer.callback_handler.callbacks:   # end the progress bar's line (transformers' ProgressCallback)
+                bar = getattr(cb, "training_bar", None)
+                if bar is not None:
+                    bar.close()
+                    cb.training_bar = None
+            last = latest_checkpoint(ckpt_dir)
+            raise TrainingInterrupted(exc.signum, trainer.state.global_step, str(last) if last else None) from None
+        finally:
+            trainer.remove_callback(stop.callback)
+
+
+def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, out_dir: str | os.PathLike,
+          metrics_dir: str | os.PathLike, callbacks: list | None = None,
+          trainer_hook: Callable | None = None, *, model=None, tokenizer=None, live=None) -> dict[str, Any]:
+    """Train one LoRA adapter; write `<out>/adapter` (+ training_info.json) and `<metrics_dir>/metrics.json`.
+
+    Returns the training info dict. `callbacks`: extra `transformers.TrainerCallback`s;
+    `trainer_hook(trainer)`: called before training (tests inspect the prepared dataset).
+    `model`, `tokenizer`: an already-loaded base model (as `modeling.load_model(model_cfg,
+    for_training=True)` returns it, e.g. random weights for a benchmark) and its tokenizer, used
+    instead of loading `model_cfg` (which still names the model in the config hash and the info).
+    `live`: a DVCLive `Live` (or an object with its `step`, `log_metric`, `make_summary`, `end`) to
+    log to instead of opening one in `metrics_dir`; `False`: no per-step logging.
+    SIGINT/SIGTERM stop training within seconds with `interrupt.TrainingInterrupted` (a
+    KeyboardInterrupt); the complete checkpoints are kept for a resume.
+    """
+    cfg = validate_config(cfg)
+    data_path, out_dir, metrics_dir = Path(data_path), Path(out_dir), Path(metrics_dir)
+    rows = read_jsonl(data_path, required=("prompt", "completion"))
+    if not rows:
+        raise UserError(f"{data_path}: no training examples")
+    if (model is None) != (tokenizer is None):
+        raise ValueError("train(): pass both `model` and `tokenizer`, or neither")
+
+    from transformers import set_seed
+    from trl import SFTConfig
+
+    from .attention import TORCH_VARLEN, register_torch_varlen
+    from .modeling import device_settings, load_model
+
+    if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
+        register_torch_varlen()
+    settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
+    check_liger(cfg, settings)
+    ckpt_dir = out_dir / "checkpoints"
+    try:   # checked before anything slow or destructive
+        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
+    except ValueError as exc:   # unknown scheduler / optimizer name, ...
+        raise UserError(f"params: invalid training setting: {exc}") from None
+    set_seed(cfg["seed"])
+    if model is None:
+        model, tokenizer = load_model(model_cfg, for_training=True)
+    examples, data_stats = tokenize_examples(rows, tokenizer, cfg["max_length"])
+    if not examples:
+        raise UserError(f"{data_path}: all {data_stats['examples_total']} examples are longer than "
+                        f"train.max_length={cfg['max_length']} tokens (or have an empty completion); "
+                        f"raise train.max_length")
+    if data_stats["examples_dropped_too_long"]:
+        print(f"dropped {data_stats['examples_dropped_too_long']} of {data_stats['examples_total']} examples "
+              f"longer than max_length={cfg['max_length']} tokens", file=sys.stderr)
+
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    model = _add_lora(model, cfg, settings)
     digest = config_hash(cfg, model_cfg, file_sha256(data_path))
     # data parallel (accelerate launch): rank 0 prepares the checkpoint directory and logs to DVCLive;
     # the other ranks wait for it, then resume from the same checkpoint
@@ -355,8 +384,9 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
 
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
     live_callbacks = []
-    if main_process:
-        live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
+    if main_process and live is not False:
+        if live is None:
+            live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
         live_callbacks.append(_live_callback(live))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer,
@@ -366,9 +396,16 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     if resume_from is not None:
         print(f"resuming from {resume_from}", file=sys.stderr)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    result = _run_trainer(trainer, resume_from, ckpt_dir, on_cpu=settings.device == "cpu")
     wall = time.time() - t0
+    info = _run_info(trainer, result, wall, cfg, model_cfg, settings, digest, resume_from, start_step, data_stats)
+    if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
+        _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir)
+    return info
 
+
+def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, resume_from, start_step,
+              data_stats) -> dict[str, Any]:
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -377,7 +414,7 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
         prev = json.loads((resume_from / "trainer_state.json").read_text())
         tokens_before = int(prev.get("num_input_tokens_seen", 0) or 0)
     steps_this_run = state.global_step - start_step
-    info = {
+    return {
         "run_config": cfg,
         "config_hash": digest,
         "model": {k: model_cfg.get(k) for k in ("path", "revision", "load_in_4bit")},
@@ -398,8 +435,8 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
         "seconds_per_step": round(wall / steps_this_run, 3) if steps_this_run > 0 else None,
     }
 
-    if not trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
-        return info
+
+def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_dir: Path) -> None:
     adapter_dir = out_dir / "adapter"
     tmp = out_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -423,4 +460,3 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
                                           "examples_dropped_empty_completion", "wall_time_s",
                                           "tokens_seen", "tokens_per_s", "seconds_per_step", "resumed_from")})
     write_json(metrics_file, summary)
-    return info

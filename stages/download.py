@@ -16,15 +16,18 @@ Sources (params.yaml `data.source`):
           archive `data.mmlu.archive_url` (sha256 `data.mmlu.archive_sha256`) is used instead.
 
 Questions whose database is missing are excluded with a warning and listed in manifest.json.
-The output folder is replaced only when complete. Exit status 2 on bad input or configuration.
+The output folder is replaced only when complete. Exit status 2 on bad input or configuration;
+Ctrl-C (SIGINT) or SIGTERM removes the partial output and exits 130 or 143.
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
+import signal
 from pathlib import Path
 
 from sqltradeoff import data
 from sqltradeoff.errors import UserError, stage_main
+from sqltradeoff.interrupt import Interrupted, signals_raise
 from sqltradeoff.params import load_params, section
 
 
@@ -42,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 @stage_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        with signals_raise((signal.SIGINT, signal.SIGTERM)):   # SIGTERM too runs the temporary folders' cleanups
+            return download(args)
+    except Interrupted as exc:
+        print(f"interrupted by {exc}: {args.out} left as it was", file=sys.stderr)
+        return exc.exit_status
+
+
+def download(args) -> int:
     params = load_params(args.params)
     cfg = section(params, "data")
     source = cfg.get("source")

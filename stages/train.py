@@ -6,11 +6,16 @@ params.yaml. Writes the adapter to OUT/adapter (with training_info.json), checkp
 OUT/checkpoints (for resuming an interrupted run with the same configuration), and DVCLive
 metrics/plots to metrics/train/RUN/ (metrics.json: final loss, steps, examples used/dropped,
 wall time, tokens/s).
+
+Ctrl-C (SIGINT) or SIGTERM stops training within seconds, keeping the complete checkpoints:
+the stage prints one line and exits 130 (SIGINT) or 143 (SIGTERM); the same command resumes.
+CPU threads: `cpu_threads` in params.yaml, overridden by SQLTRADEOFF_CPU_THREADS (sqltradeoff/cpu.py).
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 import json
+import signal
 
 from sqltradeoff.errors import stage_main
 from sqltradeoff.params import load_params, run_config, section
@@ -34,10 +39,18 @@ def main(argv=None):
     model_cfg = section(params, "model")
     metrics_dir = args.metrics_dir or f"metrics/train/{args.run}"
 
+    from sqltradeoff.cpu import apply_cpu_threads
+    from sqltradeoff.interrupt import TrainingInterrupted
     from sqltradeoff.training import pin_single_gpu, train
 
+    apply_cpu_threads(params.get("cpu_threads", "auto"))
     pin_single_gpu()     # one process, one GPU (several: accelerate launch, docs/multi-gpu.md)
-    info = train(cfg, model_cfg, args.data, args.out, metrics_dir)
+    try:
+        info = train(cfg, model_cfg, args.data, args.out, metrics_dir)
+    except TrainingInterrupted as exc:
+        kept = f"resume from {exc.checkpoint} with the same command" if exc.checkpoint else "no checkpoint yet"
+        print(f"interrupted by {signal.Signals(exc.signum).name} after step {exc.step}: {kept}", file=sys.stderr)
+        return exc.exit_status
     print(json.dumps({k: info[k] for k in ("steps", "final_loss", "examples_used", "examples_dropped_too_long",
                                            "wall_time_s", "tokens_per_s", "resumed_from")}))
     return 0

@@ -372,3 +372,90 @@ def test_spider_from_hub_with_fakes(tmp_path, monkeypatch):
     fake["validation"] = hub_rows([ex("db1", "changed?"), dev_json[1]])
     with pytest.raises(UserError, match="validation row 0 differs from dev.json"):
         data.spider_from_hub(cfg, tmp_path / "out2", tmp_path)
+
+
+# ------------------------------------------------------------------ download faults (issue 14 §2/§3)
+
+def _download(tmp_path: Path, mirror: Path, *extra: str, wait: bool = True):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text(json.dumps({"data": {"source": "mirror", "mirror_dir": str(mirror)}}))
+    cmd = [sys.executable, str(REPO / "stages" / "download.py"), "spider", "--out", str(tmp_path / "raw" / "spider"),
+           "--params", str(tmp_path / "params.yaml"), *extra]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_error(res, *words: str) -> None:
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and all(w in errors[0] for w in words), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _assert_nothing_left(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    assert not raw.exists() or sorted(p.name for p in raw.iterdir()) == []
+
+
+def test_mirror_without_dev_json_is_one_line_naming_the_file(tmp_path):
+    root = make_mirror(tmp_path / "mirror", with_manifest=False)
+    (root / "spider" / "dev.json").unlink()
+    res = _download(tmp_path, root)
+    _assert_one_error(res, "dev.json", "not found")
+    _assert_nothing_left(tmp_path)
+
+
+def test_truncated_database_without_manifest_is_refused(tmp_path):
+    root = make_mirror(tmp_path / "mirror", with_manifest=False)
+    db = root / "spider" / "database" / "db2" / "db2.sqlite"
+    whole = db.read_bytes()
+    assert len(whole) >= 2 * 4096
+    db.write_bytes(whole[: len(whole) // 2])
+    res = _download(tmp_path, root)
+    _assert_one_error(res, "db2.sqlite", "truncated")
+    _assert_nothing_left(tmp_path)
+
+
+def test_check_sqlite_finds_truncated_and_damaged_databases(tmp_path):
+    db = tmp_path / "d" / "d.sqlite"
+    make_db(db)
+    con = sqlite3.connect(db)                       # a table and an index over several pages
+    con.execute("CREATE INDEX i ON t(name)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", [(i, "x" * 200) for i in range(200)])
+    con.commit()
+    con.close()
+    data.check_sqlite(db)                           # a whole database passes
+    whole = db.read_bytes()
+    page = int.from_bytes(whole[16:18], "big")
+    db.write_bytes(whole[: len(whole) - page])      # one page short
+    with pytest.raises(UserError, match=r"d\.sqlite: truncated SQLite database"):
+        data.check_sqlite(db)
+    damaged = bytearray(whole)                      # the right size, a b-tree page overwritten
+    damaged[page * 2: page * 3] = b"\x0d" + b"\xff" * (page - 1)
+    db.write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match=r"d\.sqlite: damaged SQLite database"):
+        data.check_sqlite(db)
+
+
+@need_mirror
+def test_sigterm_during_download_leaves_no_temporary_folder(tmp_path):
+    import signal
+    import time
+
+    proc = _download(tmp_path, SHARED, wait=False)
+    raw = tmp_path / "raw"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None and not list(raw.glob(".spider.*.tmp")):
+            time.sleep(0.01)
+        assert list(raw.glob(".spider.*.tmp")), "the download never started writing"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("interrupted by SIGTERM") and "Traceback" not in err
+    assert sorted(p.name for p in raw.iterdir()) == []

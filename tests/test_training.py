@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -237,7 +238,7 @@ def test_throughput_settings_are_validated_and_default_to_the_reference_recipe()
 
     filled = validate_config(dict(CFG))
     assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
-                                                        "fp32_upcast": True}
+                                                        "fp32_upcast": True, "use_liger_kernel": False}
     with pytest.raises(UserError, match="padding_free"):
         validate_config({**CFG, "padding_free": "yes"})
     with pytest.raises(UserError, match="fp32_upcast"):
@@ -380,3 +381,262 @@ def test_a_run_that_finished_training_but_not_its_adapter_ends_at_max_steps(tiny
     assert again["resumed_from"] is None and again["steps_this_run"] == 4
     c = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+# ---------------------------------------------------------------- robustness (issue 14 §4)
+
+def test_incomplete_checkpoints_are_removed_and_the_run_resumes_from_the_newest_complete_one(
+        tiny_model_cfg, data, tmp_path, capsys):
+    """A kill while a checkpoint is written leaves it without trainer_state.json, or with its weights
+    cut short: neither counts; the run resumes from the complete older one and ends where an
+    uninterrupted run ends."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from sqltradeoff.training import checkpoint_problem, latest_checkpoint
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:   # checkpoints 1-5 written
+                raise KeyboardInterrupt("simulated interruption")
+
+    cfg = {**CFG, "save_steps": 1, "save_total_limit": 5}
+    full = train(cfg, tiny_model_cfg, data, tmp_path / "full", tmp_path / "mfull")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint", callbacks=[Crash()])
+    ck = tmp_path / "int" / "checkpoints"
+    assert [checkpoint_problem(ck / f"checkpoint-{i}") for i in (3, 4, 5)] == [None, None, None]
+    (ck / "checkpoint-5" / "trainer_state.json").unlink()          # killed before the state was written
+    weights = ck / "checkpoint-4" / "adapter_model.safetensors"    # killed while the weights were written
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert checkpoint_problem(ck / "checkpoint-5") == "trainer_state.json is missing"
+    assert "adapter_model.safetensors is incomplete" in checkpoint_problem(ck / "checkpoint-4")
+    assert latest_checkpoint(ck) == ck / "checkpoint-3"
+    opt = ck / "checkpoint-3" / "optimizer.pt"                      # a cut-short optimizer state counts too
+    saved = opt.read_bytes()
+    opt.write_bytes(saved[:100])
+    assert checkpoint_problem(ck / "checkpoint-3") == "optimizer.pt is incomplete or corrupt"
+    opt.write_bytes(saved)
+    capsys.readouterr()
+
+    resumed = train(cfg, tiny_model_cfg, data, tmp_path / "int", tmp_path / "mint")
+    err = capsys.readouterr().err
+    assert "removing incomplete checkpoint" in err and "checkpoint-5" in err and "checkpoint-4" in err
+    assert resumed["resumed_from"] == "checkpoint-3" and resumed["steps_this_run"] == 3
+    assert resumed["steps"] == full["steps"] == 6
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "int" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+# ---------------------------------------------------------------- Ctrl-C / SIGTERM (issues 11, 14)
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_long_backward_pass_within_a_second(signum):
+    """One backward call of a deep stack takes seconds of C++ work; the signal (sent from another
+    thread once the backward pass has begun) stops it at the next layer, with the signal named."""
+    import signal
+    import threading
+    import time
+
+    from sqltradeoff.interrupt import TrainingInterrupted, interruptible
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(24)])
+    x = torch.randn(2048, 512)
+    sent = {}
+
+    def send_soon(grad):        # the backward pass has begun: signal from elsewhere 0.2 s later
+        def later():
+            time.sleep(0.2)
+            sent["t"] = time.perf_counter()
+            os.kill(os.getpid(), getattr(signal, signum))
+        threading.Thread(target=later, daemon=True).start()
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with interruptible(model) as stop:
+        out = model(x)
+        out.register_hook(send_soon)
+        t0 = time.perf_counter()
+        with pytest.raises(TrainingInterrupted) as exc:
+            out.square().sum().backward()
+        stopped = time.perf_counter()
+    assert exc.value.signum == getattr(signal, signum) and stop.signum == exc.value.signum
+    assert exc.value.exit_status == 128 + getattr(signal, signum)
+    assert stopped - sent["t"] < 1.0
+    # the same backward pass runs well past that without a signal (the stop was not a coincidence)
+    out = model(x)
+    t1 = time.perf_counter()
+    out.square().sum().backward()
+    assert time.perf_counter() - t1 > 3 * (stopped - sent["t"])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before   # restored
+    assert all(not m._forward_pre_hooks for m in model.modules())                          # hooks removed
+
+
+_DRIVER = r'''
+import os, sys, pathlib
+sys.path.insert(0, {repo!r})
+import sqltradeoff.training as training
+
+marker = pathlib.Path(sys.argv[1])
+real_train = training.train
+
+
+def train(*args, **kwargs):
+    def hook(trainer):      # tell the test when a backward pass after the first checkpoint begins
+        layers = trainer.model.get_base_model().model.layers
+
+        def in_backward(grad):
+            marker.write_text("backward")
+
+        def on_forward(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            if trainer.state.global_step >= 1 and out.requires_grad:
+                out.register_hook(in_backward)
+        layers[-1].register_forward_hook(on_forward)
+    return real_train(*args, trainer_hook=hook, **kwargs)
+
+
+training.train = train
+sys.argv = ["train.py", *sys.argv[2:]]
+import runpy
+runpy.run_path({stage!r}, run_name="__main__")
+'''
+
+
+def _slow_model(tiny_llama: Path, dest: Path) -> Path:
+    """The tiny Llama's tokenizer with wider, deeper random weights: a step takes seconds on 1 thread."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shutil.copytree(tiny_llama, dest)
+    base = LlamaConfig.from_pretrained(tiny_llama)
+    cfg = LlamaConfig(vocab_size=base.vocab_size, hidden_size=512, intermediate_size=2048, num_hidden_layers=6,
+                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+                      eos_token_id=base.eos_token_id, bos_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(dest)
+    return dest
+
+
+def test_ctrl_c_stops_the_train_stage_mid_backward_within_seconds(tiny_llama, tiny_model_cfg, tok, tmp_path):
+    """SIGINT while a CPU backward pass runs: the stage exits 130 within seconds with one line,
+    keeping the complete checkpoint of step 1 and writing no adapter."""
+    import signal
+    import time
+
+    from sqltradeoff.training import checkpoint_problem
+
+    model_cfg = {**tiny_model_cfg, "path": str(_slow_model(tiny_llama, tmp_path / "slow"))}
+    (tmp_path / "proj").mkdir()
+    proj = _project(tmp_path / "proj", model_cfg, tok)
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"].update(max_steps=4, save_steps=1, batch_size=2, max_length=4096)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    long_rows = formatted_rows(tok, 4)
+    for r in long_rows:     # long examples: the backward pass of one micro-batch takes seconds
+        r["completion"] = (r["completion"].split("<|im_end|>")[0] + " ") * 40 + "<|im_end|>\n"
+    write_jsonl(proj / "data" / "formatted" / "train.jsonl", long_rows)
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER.format(repo=str(REPO), stage=str(REPO / "stages" / "train.py")))
+    marker = tmp_path / "in_backward"
+    env = {**os.environ, "SQLTRADEOFF_CPU_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(driver), str(marker), "--run", "run1", "--data",
+                             "data/formatted/train.jsonl", "--out", "models/run1"], cwd=proj, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1][-3000:]
+        sent = time.time()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        waited = time.time() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert waited < 5, f"took {waited:.1f} s to stop"
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    said = [ln for ln in lines if "interrupted" in ln]
+    assert len(said) == 1 and said[0] == lines[-1], lines[-5:]
+    assert said[0].startswith("interrupted by SIGINT after step 1: resume from ") and "checkpoint-1" in said[0]
+    assert "Traceback" not in err
+    ck = proj / "models" / "run1" / "checkpoints"
+    assert checkpoint_problem(ck / "checkpoint-1") is None and not (ck / "checkpoint-2").exists()
+    assert not (proj / "models" / "run1" / "adapter").exists()
+
+
+# ---------------------------------------------------------------- liger kernel, injected model (issue 10)
+
+def test_liger_kernel_is_refused_before_the_model_loads_where_it_cannot_run(tiny_model_cfg, data, tmp_path,
+                                                                            monkeypatch):
+    import sqltradeoff.modeling
+    from sqltradeoff.modeling import DeviceSettings
+    from sqltradeoff.training import check_liger, sft_config_kwargs, validate_config
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before train.use_liger_kernel was checked")
+
+    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    with pytest.raises(UserError, match="use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU"):
+        train({**CFG, "use_liger_kernel": True}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
+    with pytest.raises(UserError, match="train.use_liger_kernel"):
+        validate_config({**CFG, "use_liger_kernel": "yes"})
+    cuda = DeviceSettings("cuda", torch.bfloat16, False)
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: False)
+    with pytest.raises(UserError, match="liger-kernel is not installed"):
+        check_liger(validate_config({**CFG, "use_liger_kernel": True}), cuda)
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: True)
+    check_liger(validate_config({**CFG, "use_liger_kernel": True}), cuda)
+    # TRL's SFTConfig gets it under its own name; off by default
+    assert sft_config_kwargs({**CFG, "use_liger_kernel": True}, cuda, "ck")["use_liger_kernel"] is True
+    assert sft_config_kwargs(CFG, cuda, "ck")["use_liger_kernel"] is False
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_takes_a_loaded_model_and_a_logger(tiny_model_cfg, data, tmp_path, monkeypatch):
+    """A benchmark passes its own model (no load) and logger (no DVCLive); the result is the
+    same adapter as a run that loads the model itself."""
+    from safetensors.torch import load_file
+
+    import sqltradeoff.modeling
+
+    model, tokenizer = load_model(tiny_model_cfg, for_training=True)
+    reference = train(CFG, tiny_model_cfg, data, tmp_path / "ref", tmp_path / "mref")
+
+    class Logger:
+        def __init__(self):
+            self.step, self.logged, self.ended = 0, [], False
+
+        def log_metric(self, key, value):
+            self.logged.append((self.step, key, value))
+
+        def make_summary(self):
+            pass
+
+        def end(self):
+            self.ended = True
+
+    def no_load(*a, **k):
+        raise AssertionError("train() loaded a model although one was passed")
+
+    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    log = Logger()
+    info = train(CFG, tiny_model_cfg, data, tmp_path / "inj", tmp_path / "minj", model=model, tokenizer=tokenizer,
+                 live=log)
+    assert info["steps"] == reference["steps"] == 6 and log.ended
+    assert sorted({s for s, k, _ in log.logged if k == "loss"}) == list(range(1, 7))
+    assert not (tmp_path / "minj" / "plots").exists()          # nothing of DVCLive's
+    a = load_file(tmp_path / "ref" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "inj" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # live=False: no per-step logging at all (the module's own load_model binding is not patched)
+    fresh, _ = load_model(tiny_model_cfg, for_training=True)
+    nolog = train(CFG, tiny_model_cfg, data, tmp_path / "nolog", tmp_path / "mnolog", model=fresh,
+                  tokenizer=tokenizer, live=False)
+    assert nolog["steps"] == 6 and not (tmp_path / "mnolog" / "plots").exists()
