@@ -217,11 +217,12 @@ def _preview(ids: list[str], k: int = 5) -> str:
 
 @dataclass(frozen=True)
 class Power:
-    mde: float | None        # smallest |accuracy(b) - accuracy(a)| detectable; None: none at this discordance
+    mde: float | None        # smallest |accuracy(b) - accuracy(a)| detectable; None: not even 100% (tiny n)
     discordant: float        # observed share of questions the two models disagree on, psi = (b + c) / n
     n: int
     confidence: float        # the test's level is alpha = 1 - confidence (two-sided)
     power: float
+    one_way: bool = False    # the MDE exceeds the observed discordance: it assumes psi = MDE (all changes one way)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,19 +281,21 @@ def mcnemar_power(delta: float, discordant: float, n: int, *, confidence: float 
 
 def mcnemar_mde(b: int, c: int, n: int, *, confidence: float = 0.95, power: float = 0.8,
                 method: str = "exact") -> Power:
-    """The smallest paired difference n questions could detect at the observed discordance.
+    """The smallest paired difference n questions could detect, from the observed discordance.
 
     `b`, `c`: the discordant counts of a comparison (as in `McNemar`), `n`: questions compared;
-    psi = (b + c) / n is taken as the true discordance. The minimum detectable difference is the
-    |delta| at which a two-sided test at level 1 - confidence reaches `power`:
+    psi = (b + c) / n is taken as the true discordance. The minimum detectable difference (MDE) is
+    the smallest |delta| at which a two-sided test at level 1 - confidence reaches `power`:
     - method `exact` (the report's): the power of the exact McNemar test itself (`mcnemar_power`);
     - method `connor`: Connor's normal-approximation formula (`mcnemar_sample_size`) solved for delta.
     Connor's figure is a little smaller than the exact one (the exact test is conservative: at
     Connor's delta its power is about 0.76-0.78 for n = 100-1000 in simulations).
-    Both are found by root finding on (0, psi] (the power increases with delta). `mde` is None
-    when the models agree on every question (psi = 0: the discordance, and so the power, is
-    unknown) or when even the largest difference this discordance allows (|delta| = psi, every
-    discordant question going the same way) would be detected with less than `power`.
+    A difference cannot exceed the discordance it comes with (|delta| <= psi), so when no
+    |delta| <= psi reaches the power (few questions changed, or none), the MDE is sought with
+    psi = |delta|, every changed question moving the same way — the most favourable case, so the
+    figure (`one_way` True) is the least difference the sample could have detected at all.
+    The power increases with delta on both branches; the root is found by bisection (brentq).
+    `mde` is None only when not even |delta| = 1 is detectable (n of 5 or fewer at 5%).
     """
     from scipy.optimize import brentq
 
@@ -303,16 +306,18 @@ def mcnemar_mde(b: int, c: int, n: int, *, confidence: float = 0.95, power: floa
         raise UserError(f"mcnemar_mde: method must be exact or connor, got {method!r}")
     _z(confidence, power)
     psi = (b + c) / n
-    if psi == 0:
-        return Power(None, psi, n, confidence, power)
-    if method == "connor":
-        def excess(d: float) -> float:      # > 0: delta too small to reach the power with n questions
-            return mcnemar_sample_size(d, psi, confidence=confidence, power=power) - n
-    else:
-        def excess(d: float) -> float:
-            return power - mcnemar_power(d, psi, n, confidence=confidence)
-    top = excess(psi)
-    if top > 0:
-        return Power(None, psi, n, confidence, power)
-    mde = psi if top == 0 else float(brentq(excess, psi * 1e-9, psi, xtol=1e-10, rtol=1e-10))
-    return Power(mde, psi, n, confidence, power)
+
+    def shortfall(d: float, disc: float) -> float:    # > 0: delta d too small to reach the power
+        if method == "connor":
+            return mcnemar_sample_size(d, disc, confidence=confidence, power=power) - n
+        return power - mcnemar_power(d, disc, n, confidence=confidence)
+
+    if psi > 0 and shortfall(psi, psi) <= 0:
+        mde = float(brentq(lambda d: shortfall(d, psi), psi * 1e-9, psi, xtol=1e-10, rtol=1e-10))
+        return Power(mde, psi, n, confidence, power)
+    top = 1.0 - 1e-12                                  # psi = 1 would make Connor's variance 0
+    if shortfall(top, top) > 0:
+        return Power(None, psi, n, confidence, power, one_way=True)
+    lo = max(psi, 1e-9)
+    mde = float(brentq(lambda d: shortfall(d, d), lo, top, xtol=1e-10, rtol=1e-10))
+    return Power(mde, psi, n, confidence, power, one_way=True)

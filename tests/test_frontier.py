@@ -1,6 +1,8 @@
 """Adapter-scale points: W + s·ΔW on the tiny Llama, and the DVC `matrix` stages over the scales."""
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -160,3 +162,71 @@ def test_no_scales_gives_no_scaled_stages(tmp_path):
     stages = _stage_list(proj)
     assert not [s for s in stages if "_scaled" in s]
     assert {"predict@run1", "mmlu@run1", "report"} <= set(stages)
+
+
+# --------------------------------------------------------------------------------------------
+# scripts/sweep.py collects the scale points of `dvc exp` experiments; `dvc plots` draws the curves
+
+FAKE_REPORT = '''
+import json, yaml
+p = yaml.safe_load(open("params.yaml"))
+lr = p["runs"]["run1"]["learning_rate"] * 1e4           # gain and forgetting grow with the learning rate
+
+def point(f):
+    return {"ex_gain_pp": 10 * f * lr, "mmlu_change_pp": -f * lr, "ex_gain_ci_low_pp": 10 * f * lr - 1,
+            "ex_gain_ci_high_pp": 10 * f * lr + 1, "mmlu_change_ci_low_pp": -f * lr - 1,
+            "mmlu_change_ci_high_pp": -f * lr + 1}
+
+run = {**point(1.0), "scales": {str(float(s)): {"scale": s, **point(s)} for s in p["adapter_scales"]}}
+json.dump({"runs": {"run1": run}}, open("metrics/summary.json", "w"))
+'''
+
+
+def _run(cmd, cwd, **kw):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True, **kw)
+
+
+def test_sweep_collects_scale_points_and_plots_template_draws_curves(tmp_path):
+    proj = tmp_path / "sweep_proj"
+    (proj / "scripts").mkdir(parents=True)
+    (proj / "metrics/plots").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts/sweep.py", proj / "scripts/sweep.py")
+    (proj / "fake_report.py").write_text(FAKE_REPORT)
+    (proj / "params.yaml").write_text(yaml.safe_dump({"runs": {"run1": {"learning_rate": 2e-4}},
+                                                      "adapter_scales": [0.5]}))
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    trade = next(p for p in plots if "metrics/plots/tradeoff.json" in p)
+    (proj / "dvc.yaml").write_text(yaml.safe_dump({
+        "stages": {"report": {"cmd": "python fake_report.py", "deps": ["fake_report.py"],
+                              "params": ["runs", "adapter_scales"],
+                              "metrics": [{"metrics/summary.json": {"cache": False}}]}},
+        "plots": [trade]}))
+    (proj / "metrics/plots/tradeoff.json").write_text(json.dumps([
+        {"run": "run1", "scale": s, "mmlu_change_pp": -s, "ex_gain_pp": 10 * s, "mmlu_ci_low_pp": -s - 1,
+         "mmlu_ci_high_pp": -s + 1, "ex_ci_low_pp": 10 * s - 1, "ex_ci_high_pp": 10 * s + 1}
+        for s in (0.0, 0.5, 1.0)]))
+    _run(["git", "init", "-q"], proj)
+    _run(["dvc", "init", "-q"], proj)
+    shutil.copytree(REPO / ".dvc/plots", proj / ".dvc/plots")
+    _run(["dvc", "repro", "-q"], proj)
+    _run(["git", "add", "-A"], proj)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], proj)
+    for lr in ("1e-4", "3e-4"):
+        _run(["dvc", "exp", "run", "-q", "-S", f"runs.run1.learning_rate={lr}"], proj)
+    out = _run([sys.executable, "scripts/sweep.py", "runs.run1.learning_rate", "1e-4", "3e-4", "--collect-only"], proj)
+    rows = list(csv.DictReader((proj / "sweep/frontier.csv").open()))
+    assert [(r["runs.run1.learning_rate"], r["scale"]) for r in rows] == [
+        ("0.0001", "0.5"), ("0.0001", "1.0"), ("0.0003", "0.5"), ("0.0003", "1.0")], out.stdout
+    assert [float(r["ex_gain_pp"]) for r in rows] == pytest.approx([5.0, 10.0, 15.0, 30.0])
+    assert float(rows[2]["mmlu_ci_low_pp"]) == pytest.approx(-2.5)
+    assert (proj / "sweep/frontier.png").stat().st_size > 10_000
+
+    shown = json.loads(_run(["dvc", "plots", "show", "--json"], proj).stdout)
+    spec = shown["data"]["metrics/plots/tradeoff.json"][0]["content"]
+    assert spec["encoding"]["color"]["field"] == "run" and spec["encoding"]["x"]["field"] == "mmlu_change_pp"
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks[:3] == ["line", "rule", "rule"]
+    assert spec["layer"][0]["encoding"]["order"]["field"] == "scale"
+    assert len(spec["data"]["values"]) == 3

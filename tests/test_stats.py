@@ -166,13 +166,20 @@ def test_exact_mde_gives_the_stated_power_by_simulation(n, k):
     assert np.mean(p < 0.05) == pytest.approx(0.80, abs=0.015)
 
 
-def test_mde_undefined_without_enough_discordance():
-    none = stats.mcnemar_mde(0, 0, 100)
-    assert none.mde is None and none.discordant == 0.0
-    # 3 of 100 discordant: even +3 pp (all one way) is significant only if all three go one way,
-    # and 2 * 0.5^3 = 0.25 is never below 5%
-    assert stats.mcnemar_mde(2, 1, 100).mde is None
-    assert stats.mcnemar_mde(1, 1, 100, method="connor").mde is None
+def test_mde_with_too_little_discordance_assumes_one_way_changes():
+    # 0 or 3 of 100 questions changed: no |delta| <= psi reaches 80% power, so the MDE is sought with
+    # psi = delta (all changes one way). Then m ~ Binomial(100, d) changed questions, all gains, and the
+    # exact test rejects iff m >= 6 (2 * 0.5^6 = 0.031; 2 * 0.5^5 = 0.0625): P(m >= 6) = 0.8.
+    for b, c in [(0, 0), (2, 1)]:
+        p = stats.mcnemar_mde(b, c, 100)
+        assert p.one_way and p.mde > p.discordant
+        assert sps.binom.sf(5, 100, p.mde) == pytest.approx(0.8, abs=1e-8)
+        assert p.mde == pytest.approx(0.077911, abs=1e-6)
+    assert not stats.mcnemar_mde(12, 8, 100).one_way
+    # n = 6, nothing changed: only 6 of 6 one way is significant, so d^6 = 0.8
+    assert stats.mcnemar_mde(0, 0, 6).mde == pytest.approx(0.8 ** (1 / 6), abs=1e-8)
+    # n = 5: even 5 of 5 one way gives p = 0.0625; nothing is detectable
+    assert stats.mcnemar_mde(0, 0, 5).mde is None
     with pytest.raises(UserError):
         stats.mcnemar_mde(60, 60, 100)
     with pytest.raises(UserError, match="power"):
