@@ -98,7 +98,8 @@ def _stage(kind: str, name: str) -> str:
     """The dvc.yaml stage that writes a file of `kind` for model `name`."""
     if "@" in name:       # an adapter-scale point <run>@<scale> (sqltradeoff.frontier)
         run, tag = name.split("@", 1)
-        return f"{ {'scores': 'score', 'predictions': 'predict'}.get(kind, kind)}_scaled@{run}-{tag}"
+        prefix = {"scores": "score", "predictions": "predict"}.get(kind, kind)
+        return f"{prefix}_scaled@{run}-{tag}"
     if kind == "scores":
         return "score_base" if name in SPIDER_BASES else f"score@{name}"
     if kind == "predictions":
@@ -821,6 +822,25 @@ def _letter_bias_section(inp: Inputs, mm: dict) -> list[str]:
     return L + [""]
 
 
+def _spider_table(sp: dict, s: Settings) -> list[str]:
+    """Table 2: EX per model, the change vs base zero-shot with its paired CI, McNemar p and MDE."""
+    cl = s.cl
+    rows = []
+    for name, m in sp["models"].items():
+        c = sp["compare"].get(name)
+        rows.append([name, _pct(m["ex"]), _ci_pct(m["ex_ci_low"], m["ex_ci_high"]), _pct(m["exact_match"]),
+                     f"{m['n_correct']}/{m['n']}",
+                     "reference" if c is None else _pp(c["change_pp"]),
+                     "" if c is None else _relf(c["change_rel_pct"]),
+                     "" if c is None else f"[{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}]",
+                     "" if c is None else f"{_p(c['mcnemar_p'])} ({c['fixed']}/{c['broken']})",
+                     "" if c is None else _mde_cell(c)])
+    return ["## Spider execution accuracy (Table 2)", "",
+            *_table(["model", "EX", f"EX {cl} CI", "exact match", "correct", "EX vs base zero-shot",
+                     "relative", f"paired {cl} CI (pp)", "McNemar p (gained/lost)",
+                     f"detectable ({100 * s.power:g}% power)"], rows), MDE_NOTE, ""]
+
+
 def render_markdown(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> str:
     from . import frontier
     fr = fr if fr is not None else frontier.analyse(inp, sp, mm)
@@ -837,22 +857,7 @@ def render_markdown(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> 
          f"questions and the exact McNemar test (two-sided, discordant questions only). "
          f"pp = percentage points.", "",
          "## Conclusions", "", *conclusions(inp, sp, mm), "", *frontier.markdown(inp, fr, mm)]
-    # Table 2
-    L += ["## Spider execution accuracy (Table 2)", ""]
-    rows = []
-    for name, m in sp["models"].items():
-        c = sp["compare"].get(name)
-        rows.append([name, _pct(m["ex"]), _ci_pct(m["ex_ci_low"], m["ex_ci_high"]), _pct(m["exact_match"]),
-                     f"{m['n_correct']}/{m['n']}",
-                     "reference" if c is None else _pp(c["change_pp"]),
-                     "" if c is None else _relf(c["change_rel_pct"]),
-                     "" if c is None else f"[{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}]",
-                     "" if c is None else f"{_p(c['mcnemar_p'])} ({c['fixed']}/{c['broken']})",
-                     "" if c is None else _mde_cell(c)])
-    L += _table(["model", "EX", f"EX {cl} CI", "exact match", "correct", "EX vs base zero-shot",
-                 "relative", f"paired {cl} CI (pp)", "McNemar p (gained/lost)",
-                 f"detectable ({100 * s.power:g}% power)"], rows)
-    L += [MDE_NOTE, ""]
+    L += _spider_table(sp, s)
     # hardness
     L += ["## EX by Spider hardness", ""]
     levels = sp["levels"]
