@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -245,16 +246,24 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return ids
 
 
-def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_training: bool = False):
+def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_training: bool = False,
+               adapter_scale: float = 1.0):
     """Load (model, tokenizer). `adapter`: a PEFT adapter directory applied on top.
 
     Inference (`for_training=False`): eval mode; an adapter on an unquantised model is merged
     (faster generation, same outputs). Training: the plain base model is returned (training.py adds
     LoRA and, for 4-bit, `prepare_model_for_kbit_training`); with `adapter`, it is loaded trainable.
+
+    `adapter_scale` s (inference only): the adapter's LoRA update is multiplied by s, i.e. the
+    weights W + s·ΔW (peft `rescale_adapter_scale`; for s in [0, 1] this is WiSE-FT's interpolation
+    between the base and the fine-tuned weights). 0 gives the base model, 1 the adapter as trained.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    adapter_scale = check_adapter_scale(adapter_scale)
+    if adapter_scale != 1.0 and (adapter is None or for_training):
+        raise UserError("--adapter-scale needs --adapter and applies to inference only")
     path, _, load_in_4bit, _ = _cfg(model_cfg)
     settings = device_settings(load_in_4bit)
     tok = load_tokenizer(model_cfg)
@@ -278,7 +287,8 @@ def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_tr
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     if adapter is not None:
-        model = apply_adapter(model, adapter, trainable=for_training, merge=not settings.load_in_4bit)
+        model = apply_adapter(model, adapter, trainable=for_training, merge=not settings.load_in_4bit,
+                              scale=adapter_scale)
     if for_training:
         model.train()
         model.config.use_cache = False        # no KV cache while training (and with checkpointing)
@@ -287,14 +297,40 @@ def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_tr
     return model, tok
 
 
-def apply_adapter(model, adapter: str | os.PathLike, trainable: bool = False, merge: bool = True):
-    from peft import PeftModel
+def check_adapter_scale(scale) -> float:
+    """An adapter scale: a finite number >= 0 (UserError otherwise)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise UserError(f"adapter scale must be a finite number >= 0, got {scale!r}")
+    return float(scale)
 
+
+def apply_adapter(model, adapter: str | os.PathLike, trainable: bool = False, merge: bool = True,
+                  scale: float = 1.0):
+    """`model` with the PEFT adapter in `adapter` applied; `scale` multiplies its LoRA update.
+
+    Merged (`merge`, inference): the weights become W + scale·ΔW (merged inside peft's
+    `rescale_adapter_scale`). Unmerged (4-bit): every LoRA layer's scaling is multiplied by `scale`
+    for the model's lifetime (peft `LoraLayer.scale_layer`).
+    """
+    from peft import PeftModel
+    from peft.helpers import rescale_adapter_scale
+    from peft.tuners.lora import LoraLayer
+
+    scale = check_adapter_scale(scale)
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json); "
                         f"train it first (stage train) or pass the models/<run>/adapter directory")
+    if trainable and scale != 1.0:
+        raise UserError("an adapter loaded for training cannot be rescaled (adapter scale must be 1)")
     model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if scale != 1.0 and not any(isinstance(m, LoraLayer) for m in model.modules()):
+        raise UserError(f"--adapter {adapter}: no LoRA layers to rescale (adapter scale {scale:g})")
     if merge and not trainable:
-        model = model.merge_and_unload()
+        if scale == 1.0:
+            return model.merge_and_unload()
+        with rescale_adapter_scale(model, scale):
+            return model.merge_and_unload()
+    for layer in (m for m in model.modules() if isinstance(m, LoraLayer)):
+        layer.scale_layer(scale)     # a no-op at scale 1
     return model

@@ -64,6 +64,7 @@ class Settings:
     seed: int
     examples_per_error: int
     ci_method: str = "percentile"
+    power: float = 0.8              # for the minimum detectable difference of each comparison
 
     @property
     def cl(self) -> str:
@@ -82,6 +83,7 @@ class Inputs:
     train: dict[str, dict]                     # run -> {"steps": [...], "loss": [...], "source": str}
     warnings: list[str] = field(default_factory=list)
     mmlu_params: dict = field(default_factory=dict)   # params.yaml `mmlu` (cross-check of the method)
+    scaled: Any = None                                 # frontier.Scaled: the adapter-scale points
 
     @property
     def spider_models(self) -> list[str]:
@@ -94,6 +96,10 @@ class Inputs:
 
 def _stage(kind: str, name: str) -> str:
     """The dvc.yaml stage that writes a file of `kind` for model `name`."""
+    if "@" in name:       # an adapter-scale point <run>@<scale> (sqltradeoff.frontier)
+        run, tag = name.split("@", 1)
+        prefix = {"scores": "score", "predictions": "predict"}.get(kind, kind)
+        return f"{prefix}_scaled@{run}-{tag}"
     if kind == "scores":
         return "score_base" if name in SPIDER_BASES else f"score@{name}"
     if kind == "predictions":
@@ -151,12 +157,15 @@ def settings_from_params(params: dict) -> Settings:
                      confidence=float(rep.get("confidence", 0.95)),
                      seed=int(rep.get("seed", 0)),
                      examples_per_error=int(rep.get("examples_per_error", 2)),
-                     ci_method=str(rep.get("ci_method", "percentile")).lower())
+                     ci_method=str(rep.get("ci_method", "percentile")).lower(),
+                     power=float(rep.get("power", 0.8)))
     except (TypeError, ValueError) as exc:
         raise UserError(f"params: report section has a value of the wrong type ({exc})") from None
     stats._check(s.confidence, s.bootstrap_samples, s.ci_method)
     if s.examples_per_error < 0:
         raise UserError("params: report.examples_per_error must be >= 0")
+    if not 0 < s.power < 1:
+        raise UserError(f"params: report.power must be between 0 and 1 (exclusive), got {s.power!r}")
     return s
 
 
@@ -244,7 +253,9 @@ def load_inputs(params: dict, paths: Paths = Paths()) -> Inputs:
         if t is not None:
             train[run] = t
     mmlu_params = params.get("mmlu") if isinstance(params.get("mmlu"), dict) else {}
-    return Inputs(settings, runs, scores, preds, spider_meta, mmlu, mmlu_meta, train, warnings, mmlu_params)
+    from .frontier import load_scaled
+    return Inputs(settings, runs, scores, preds, spider_meta, mmlu, mmlu_meta, train, warnings, mmlu_params,
+                  load_scaled(params, runs, paths))
 
 
 def _check_debiased_fields(rows: dict[str, dict], path: Path, name: str) -> None:
@@ -285,8 +296,9 @@ def _ci(outcomes: list[int], s: Settings) -> stats.Interval:
                              seed=s.seed, method=s.ci_method)
 
 
-def compare(a: dict[str, int], b: dict[str, int], name_a: str, name_b: str, s: Settings) -> dict:
-    """b versus a on the same question ids: difference in pp with paired CI, exact McNemar."""
+def compare(a: dict[str, int], b: dict[str, int], name_a: str, name_b: str, s: Settings, mde: bool = True) -> dict:
+    """b versus a on the same question ids: difference in pp with paired CI, exact McNemar and (`mde`)
+    the smallest difference the comparison could detect with power `s.power` (`stats.mcnemar_mde`)."""
     ids, xa, xb = stats.pair_by_id(a, b, name_a, name_b)
     d = stats.paired_difference_ci(xa, xb, confidence=s.confidence, n_resamples=s.bootstrap_samples,
                                    seed=s.seed, method=s.ci_method)
@@ -300,7 +312,14 @@ def compare(a: dict[str, int], b: dict[str, int], name_a: str, name_b: str, s: S
         "mcnemar_p": m.pvalue, "mcnemar_midp": m.pvalue_midp,
         "fixed": m.c, "broken": m.b, "n": len(ids),
         "significant": bool(m.pvalue < ALPHA),
+        **(_mde(m, len(ids), s) if mde else {}),
     }
+
+
+def _mde(m: stats.McNemar, n: int, s: Settings) -> dict:
+    p = stats.mcnemar_mde(m.b, m.c, n, confidence=s.confidence, power=s.power)
+    return {"mde_pp": None if p.mde is None else 100.0 * p.mde, "mde_one_way": p.one_way,
+            "discordant": p.discordant, "mde_power": s.power, "mde_alpha": 1 - s.confidence}
 
 
 def _ordered(keys: Iterable[str], order: tuple[str, ...]) -> list[str]:
@@ -437,7 +456,7 @@ def _analyse_mmlu_method(inp: Inputs, method: str, k_shot: Any, names: list[str]
             keep = {i for i, r in inp.mmlu[MMLU_BASE].items() if str(r["subject"]) == sub}
             subj_comps[run][sub] = compare({i: correct[MMLU_BASE][i] for i in keep},
                                            {i: correct[run][i] for i in keep},
-                                           f"base/{sub}", f"{run}/{sub}", s)
+                                           f"base/{sub}", f"{run}/{sub}", s, mde=False)
     return {"models": models, "compare": comps, "subject_compare": subj_comps,
             "subjects": sorted(subjects), "method": method, "k_shot": k_shot}
 
@@ -495,11 +514,15 @@ def _subject_cell(v: list[int], s: Settings) -> dict:
 # --------------------------------------------------------------------------------------------
 # summary.json
 
-def build_summary(inp: Inputs, sp: dict, mm: dict) -> dict:
+def build_summary(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> dict:
+    from . import frontier
+    fr = fr if fr is not None else frontier.analyse(inp, sp, mm)
     s = inp.settings
     out: dict[str, Any] = {"settings": {
         "bootstrap_samples": s.bootstrap_samples, "confidence": s.confidence, "seed": s.seed,
-        "ci_method": s.ci_method, "alpha": ALPHA, "spider_reference": REFERENCE}}
+        "ci_method": s.ci_method, "alpha": ALPHA, "spider_reference": REFERENCE,
+        "power": s.power, "mde_method": "exact McNemar power at the observed discordance",
+        "adapter_scales": fr["scales"]}}
     out["spider"] = {}
     for name, m in sp["models"].items():
         out["spider"][name] = {
@@ -527,6 +550,7 @@ def build_summary(inp: Inputs, sp: dict, mm: dict) -> dict:
             t = inp.train[run]
             flat["train_final_loss"] = _r(t["loss"][-1])
             flat["train_last_step"] = t["steps"][-1]
+        flat["scales"] = frontier.summary_points(fr, run)
         out["runs"][run] = flat
     return out
 
@@ -564,6 +588,7 @@ def _cmp_flat(prefix: str, c: dict) -> dict:
         f"{prefix}_mcnemar_midp": c["mcnemar_midp"],
         f"{prefix}_fixed": c["fixed"], f"{prefix}_broken": c["broken"],
         f"{prefix}_significant": c["significant"],
+        **({f"{prefix}_mde_pp": _r(c["mde_pp"]), f"{prefix}_mde_one_way": c["mde_one_way"]} if "mde_pp" in c else {}),
     }
 
 
@@ -612,7 +637,33 @@ def _diff_sentence(label: str, c: dict, cl: str, base: str) -> str:
             f"({_relf(c['change_rel_pct'])} relative; paired {cl} CI {c['ci_low_pp']:+.1f} to "
             f"{c['ci_high_pp']:+.1f} pp; {c['fixed']} {'question' if c['fixed'] == 1 else 'questions'} gained, "
             f"{c['broken']} lost of {c['n']}): "
-            f"{_verdict(c)}.")
+            f"{_verdict(c)}{_power_words(c)}.")
+
+
+MDE_NOTE = ("Detectable: the smallest difference the comparison detects with the stated power (exact McNemar, "
+            "at the observed share of questions that changed); * where fewer questions changed than that, "
+            "assuming every changed question moves the same way (the least difference detectable at all).")
+
+
+def _mde_cell(c: dict) -> str:
+    if c["mde_pp"] is None:
+        return "none"
+    return f"±{c['mde_pp']:.1f} pp" + ("*" if c["mde_one_way"] else "")
+
+
+def _power_words(c: dict) -> str:
+    """What the comparison could have detected (`compare(..., mde=True)`); empty without it."""
+    if "mde_pp" not in c:
+        return ""
+    level = f"{100 * c['mde_power']:g}% power at the {100 * c['mde_alpha']:g}% level"
+    k = c["fixed"] + c["broken"]
+    if c["mde_pp"] is None:
+        return f"; {c['n']} questions are too few to detect any difference with {level}"
+    if not c["mde_one_way"]:
+        return (f"; at its discordance ({k} of {c['n']} questions changed) the sample detects a difference "
+                f"of ±{c['mde_pp']:.1f} pp or more with {level}")
+    return (f"; only {k} of {c['n']} questions changed, so the sample could detect nothing smaller than "
+            f"±{c['mde_pp']:.1f} pp with {level}, and that only if every changed question moved the same way")
 
 
 def _run_desc(overrides: dict) -> str:
@@ -771,7 +822,28 @@ def _letter_bias_section(inp: Inputs, mm: dict) -> list[str]:
     return L + [""]
 
 
-def render_markdown(inp: Inputs, sp: dict, mm: dict) -> str:
+def _spider_table(sp: dict, s: Settings) -> list[str]:
+    """Table 2: EX per model, the change vs base zero-shot with its paired CI, McNemar p and MDE."""
+    cl = s.cl
+    rows = []
+    for name, m in sp["models"].items():
+        c = sp["compare"].get(name)
+        rows.append([name, _pct(m["ex"]), _ci_pct(m["ex_ci_low"], m["ex_ci_high"]), _pct(m["exact_match"]),
+                     f"{m['n_correct']}/{m['n']}",
+                     "reference" if c is None else _pp(c["change_pp"]),
+                     "" if c is None else _relf(c["change_rel_pct"]),
+                     "" if c is None else f"[{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}]",
+                     "" if c is None else f"{_p(c['mcnemar_p'])} ({c['fixed']}/{c['broken']})",
+                     "" if c is None else _mde_cell(c)])
+    return ["## Spider execution accuracy (Table 2)", "",
+            *_table(["model", "EX", f"EX {cl} CI", "exact match", "correct", "EX vs base zero-shot",
+                     "relative", f"paired {cl} CI (pp)", "McNemar p (gained/lost)",
+                     f"detectable ({100 * s.power:g}% power)"], rows), MDE_NOTE, ""]
+
+
+def render_markdown(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> str:
+    from . import frontier
+    fr = fr if fr is not None else frontier.analyse(inp, sp, mm)
     s = inp.settings
     cl = s.cl
     n = sp["models"][REFERENCE]["n"]
@@ -784,20 +856,8 @@ def render_markdown(inp: Inputs, sp: dict, mm: dict) -> str:
          f"({s.bootstrap_samples} resamples, seed {s.seed}); differences: paired bootstrap on the same "
          f"questions and the exact McNemar test (two-sided, discordant questions only). "
          f"pp = percentage points.", "",
-         "## Conclusions", "", *conclusions(inp, sp, mm), ""]
-    # Table 2
-    L += ["## Spider execution accuracy (Table 2)", ""]
-    rows = []
-    for name, m in sp["models"].items():
-        c = sp["compare"].get(name)
-        rows.append([name, _pct(m["ex"]), _ci_pct(m["ex_ci_low"], m["ex_ci_high"]), _pct(m["exact_match"]),
-                     f"{m['n_correct']}/{m['n']}",
-                     "reference" if c is None else _pp(c["change_pp"]),
-                     "" if c is None else _relf(c["change_rel_pct"]),
-                     "" if c is None else f"[{c['ci_low_pp']:+.1f}, {c['ci_high_pp']:+.1f}]",
-                     "" if c is None else f"{_p(c['mcnemar_p'])} ({c['fixed']}/{c['broken']})"])
-    L += _table(["model", "EX", f"EX {cl} CI", "exact match", "correct", "EX vs base zero-shot",
-                 "relative", f"paired {cl} CI (pp)", "McNemar p (gained/lost)"], rows)
+         "## Conclusions", "", *conclusions(inp, sp, mm), "", *frontier.markdown(inp, fr, mm)]
+    L += _spider_table(sp, s)
     # hardness
     L += ["## EX by Spider hardness", ""]
     levels = sp["levels"]
@@ -865,21 +925,9 @@ def _save(fig, path: Path) -> None:
             os.unlink(tmp)
 
 
-def plot_data(inp: Inputs, sp: dict, mm: dict) -> dict[str, list[dict]]:
-    trade = []
-    for run in inp.runs:
-        e, q = sp["compare"][run], mm["compare"][run]
-        trade.append({"run": run, "mmlu_change_pp": _r(q["change_pp"]), "ex_gain_pp": _r(e["change_pp"]),
-                      "mmlu_ci_low_pp": _r(q["ci_low_pp"]), "mmlu_ci_high_pp": _r(q["ci_high_pp"]),
-                      "ex_ci_low_pp": _r(e["ci_low_pp"]), "ex_ci_high_pp": _r(e["ci_high_pp"]),
-                      "ex_mcnemar_p": e["mcnemar_p"], "mmlu_mcnemar_p": q["mcnemar_p"],
-                      "mmlu_method": mm["method"]})
-        d = mm["debiased"]["compare"].get(run) if mm["debiased"] is not None else None
-        if d is not None:
-            trade[-1].update({"mmlu_debiased_change_pp": _r(d["change_pp"]),
-                              "mmlu_debiased_ci_low_pp": _r(d["ci_low_pp"]),
-                              "mmlu_debiased_ci_high_pp": _r(d["ci_high_pp"]),
-                              "mmlu_debiased_mcnemar_p": d["mcnemar_p"]})
+def plot_data(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> dict[str, list[dict]]:
+    from . import frontier
+    trade = frontier.plot_rows(fr if fr is not None else frontier.analyse(inp, sp, mm), mm)
     hard = [{"model": name, "hardness": h, "label": f"{h} / {name}", "ex_pct": _r(100 * c["ex"]),
              "ci_low_pct": _r(100 * c["ci_low"]), "ci_high_pct": _r(100 * c["ci_high"]), "n": c["n"]}
             for h in sp["levels"] for name, m in sp["models"].items()
@@ -923,66 +971,17 @@ def _grouped_bars(ax, colors, series: list[tuple[str, list[tuple[float, float, f
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2, color="0.2")
 
 
-def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
+def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path, fr: dict | None = None) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cl = inp.settings.cl
-    written = []
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from . import frontier
 
-    # tradeoff
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    xs, ys = [], []
-    for i, run in enumerate(inp.runs):
-        e, q = sp["compare"][run], mm["compare"][run]
-        x, y = q["change_pp"], e["change_pp"]
-        xerr = [[x - q["ci_low_pp"]], [q["ci_high_pp"] - x]]
-        yerr = [[y - e["ci_low_pp"]], [e["ci_high_pp"] - y]]
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", ms=8, capsize=5, lw=1.5, zorder=3,
-                    color=colors[i % len(colors)], label=f"{run} ({_run_desc(inp.runs[run])})")
-        ax.annotate(run, (x, y), textcoords="offset points", xytext=(8, 8), fontsize=11, weight="bold",
-                    color=colors[i % len(colors)])
-        d = mm["debiased"]["compare"].get(run) if mm["debiased"] is not None else None
-        if d is not None:   # the same run under the debiased method: hollow marker, dashed bar, linked
-            xd = d["change_pp"]
-            ax.plot([x, xd], [y, y], color=colors[i % len(colors)], lw=0.8, ls=":", alpha=0.8)
-            # larger and beneath the filled marker: where both coincide it shows as a ring around it
-            eb = ax.errorbar([xd], [y], xerr=[[xd - d["ci_low_pp"]], [d["ci_high_pp"] - xd]], fmt="o", ms=13,
-                             mfc="white", mec=colors[i % len(colors)], mew=1.8, capsize=4, lw=1.2,
-                             color=colors[i % len(colors)], alpha=0.9, zorder=1.5)
-            eb[-1][0].set_linestyle("--")
-            xs += [d["ci_low_pp"], d["ci_high_pp"]]
-        xs += [q["ci_low_pp"], q["ci_high_pp"]]
-        ys += [e["ci_low_pp"], e["ci_high_pp"]]
-    ax.axhline(0, color="0.3", lw=1)
-    ax.axvline(0, color="0.3", lw=1)
-    xm = max(1.0, *map(abs, xs)) * 1.15
-    ym = max(1.0, *map(abs, ys)) * 1.15
-    ax.set_xlim(-xm, xm)
-    ax.set_ylim(-ym, ym)
-    mlabel = mm["method"] + (f" filled, {DEBIASED} hollow" if mm["debiased"] is not None else "")
-    ax.set_xlabel(f"Change in MMLU accuracy vs base (pp)   [{mlabel}; {mm['k_shot']}-shot]")
-    ax.set_ylabel("Gain in Spider execution accuracy vs base zero-shot (pp)")
-    ax.set_title(f"Learning vs forgetting per LoRA run\n(bars: paired bootstrap {cl} CIs; "
-                 f"n={sp['models'][REFERENCE]['n']} Spider, {mm['models'][MMLU_BASE]['n']} MMLU questions)",
-                 fontsize=11)
-    ax.text(0.98, 0.98, "learns SQL,\nkeeps MMLU", transform=ax.transAxes, ha="right", va="top",
-            color="0.5", fontsize=9)
-    ax.text(0.02, 0.98, "learns SQL,\nforgets MMLU", transform=ax.transAxes, ha="left", va="top",
-            color="0.5", fontsize=9)
-    ax.grid(alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    if mm["debiased"] is not None and mm["debiased"]["compare"]:
-        from matplotlib.lines import Line2D
-        handles += [Line2D([], [], marker="o", ls="", color="0.3", ms=8, label=f"MMLU {mm['method']} (filled)"),
-                    Line2D([], [], marker="o", ls="--", color="0.3", mfc="white", mew=1.8, ms=10,
-                           label=f"MMLU {DEBIASED} (hollow, same run)")]
-    ax.legend(handles=handles, loc="lower right", fontsize=9)
-    _save(fig, out / "tradeoff.png")
-    plt.close(fig)
-    written.append(out / "tradeoff.png")
+    cl = inp.settings.cl
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fr = fr if fr is not None else frontier.analyse(inp, sp, mm)
+    written = [frontier.render_tradeoff(inp, fr, mm, sp["models"][REFERENCE]["n"], out)]
 
     # EX by hardness
     models = list(sp["models"])
@@ -1052,15 +1051,17 @@ def render_plots(inp: Inputs, sp: dict, mm: dict, out: Path) -> list[Path]:
 
 def run_report(params: dict, out_dir: Path, paths: Paths = Paths()) -> dict:
     """Compute everything, then write summary.json, report.md, plots/*.png and plots/*.json."""
+    from .frontier import analyse
     inp = load_inputs(params, paths)
     sp = analyse_spider(inp)
     mm = analyse_mmlu(inp)
-    summary = build_summary(inp, sp, mm)
-    md = render_markdown(inp, sp, mm)
-    pdata = plot_data(inp, sp, mm)
+    fr = analyse(inp, sp, mm)
+    summary = build_summary(inp, sp, mm, fr)
+    md = render_markdown(inp, sp, mm, fr)
+    pdata = plot_data(inp, sp, mm, fr)
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
-    render_plots(inp, sp, mm, plots)
+    render_plots(inp, sp, mm, plots, fr)
     for name, rows in pdata.items():
         write_json(plots / f"{name}.json", rows)
     _atomic_write_text(out_dir / "report.md", md)

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="model name in outputs (base, run1, ...)")
     p.add_argument("--adapter", type=Path, help="PEFT adapter directory applied to the base model")
+    p.add_argument("--adapter-scale", type=float, default=1.0, metavar="S",
+                   help="multiply the adapter's LoRA update by S (W + S*dW; 0 = base, 1 = as trained; default 1)")
     p.add_argument("--out-rows", required=True, type=Path, help="per-question JSONL (data/mmlu/<name>.jsonl)")
     p.add_argument("--out-metrics", required=True, type=Path, help="metrics JSON (metrics/mmlu/<name>.json)")
     p.add_argument("--test", default=Path("data/prepared/mmlu_test.jsonl"), type=Path,
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
 
     from sqltradeoff.modeling import load_model
 
-    model, tokenizer = load_model(section(params, "model"), adapter=args.adapter)
+    model, tokenizer = load_model(section(params, "model"), adapter=args.adapter, adapter_scale=args.adapter_scale)
     scorer = generator = None
     if method == "generate":
         generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)

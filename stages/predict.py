@@ -30,6 +30,8 @@ def parse_args(argv=None):
     ap.add_argument("--job", nargs=2, action="append", metavar=("IN", "OUT"), required=True,
                     help="input prompts JSONL and output predictions JSONL (repeatable)")
     ap.add_argument("--adapter", default=None, help="PEFT adapter directory (models/RUN/adapter); default: base model")
+    ap.add_argument("--adapter-scale", type=float, default=1.0, metavar="S",
+                    help="multiply the adapter's LoRA update by S (W + S*dW; 0 = base, 1 = as trained; default 1)")
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     ap.add_argument("--stats-dir", default=None,
                     help="also write each job's generation statistics to DIR/<OUT name>.json")
@@ -83,7 +85,7 @@ def main(argv=None):
     from sqltradeoff.generation import generate
     from sqltradeoff.modeling import load_model
 
-    model, tokenizer = load_model(model_cfg, adapter=args.adapter)
+    model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
     for src, dst, rows in jobs:
         outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
                                   max_new_tokens=max_new_tokens, desc=Path(dst).stem)

@@ -4,17 +4,21 @@
 Reads the per-question Spider scores (data/scores/<model>.jsonl), the predictions beside them
 (data/predictions/<model>.jsonl), the per-question MMLU rows and metrics (data/mmlu/<model>.jsonl,
 metrics/mmlu/<model>.json), the DVCLive training logs (metrics/train/<run>/) and params.yaml
-(`report`, `runs`). Models: base_zeroshot, base_fewshot and one per run (Spider); base and one
-per run (MMLU).
+(`report`, `runs`, `adapter_scales`). Models: base_zeroshot, base_fewshot and one per run (Spider);
+base and one per run (MMLU); and each run's adapter-scale points <run>@<s> for s in
+`adapter_scales` (data/scores/<run>@<s>.jsonl, data/mmlu/<run>@<s>.jsonl, metrics/mmlu/<run>@<s>.json).
 
 Writes, under --out-dir:
   summary.json         DVC metrics: EX / MMLU per model with CIs, per-run gains, McNemar p-values;
                        `mmlu` is the method the models were scored with (mmlu.method, used for the
                        run-vs-base forgetting comparison); `mmlu_debiased` and the runs'
-                       mmlu_debiased_* the debiased method, when the rows carry it (mmlu.also_debiased)
-  report.md            tables, conclusions with their uncertainty, MMLU answer-letter bias per model
-                       and method, failing examples
-  plots/*.png          tradeoff, ex_by_hardness, mmlu_by_subject, train_loss
+                       mmlu_debiased_* the debiased method, when the rows carry it (mmlu.also_debiased);
+                       every comparison's minimum detectable difference (*_mde_pp, report.power);
+                       runs.<run>.scales.<s>: the adapter-scale points, each compared with the base
+  report.md            tables, conclusions with their uncertainty, the frontier table (adapter scale),
+                       MMLU answer-letter bias per model and method, failing examples
+  plots/*.png          tradeoff (a curve per run through its scale points), ex_by_hardness,
+                       mmlu_by_subject, train_loss
   plots/*.json         the same data for `dvc plots show/diff`
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -64,6 +68,10 @@ def main(argv=None) -> int:
               + (f"; MMLU debiased {r['mmlu_debiased_change_pp']:+.1f} pp [{r['mmlu_debiased_change_ci_low_pp']:+.1f}, "
                  f"{r['mmlu_debiased_change_ci_high_pp']:+.1f}] p={r['mmlu_debiased_mcnemar_p']:.3g}"
                  if "mmlu_debiased_change_pp" in r else ""))
+        for tag, q in r.get("scales", {}).items():
+            print(f"  {run}@{tag}: EX {q['ex_gain_pp']:+.1f} pp [{q['ex_gain_ci_low_pp']:+.1f}, "
+                  f"{q['ex_gain_ci_high_pp']:+.1f}] p={q['ex_mcnemar_p']:.3g}; MMLU {q['mmlu_change_pp']:+.1f} pp "
+                  f"[{q['mmlu_change_ci_low_pp']:+.1f}, {q['mmlu_change_ci_high_pp']:+.1f}] p={q['mmlu_mcnemar_p']:.3g}")
     print(f"wrote {args.out_dir / 'summary.json'}, {args.out_dir / 'report.md'} and {args.out_dir / 'plots'}/ "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -75,6 +75,7 @@ def tiny_params(params: dict, gguf: Path, cache_dir: Path) -> dict:
     params["predict"].update(batch_size=6, max_new_tokens=32)
     params["mmlu"].update(k_shot=1)
     params["report"]["bootstrap_samples"] = 200
+    params["adapter_scales"] = [0.5]      # one adapter-scale point per run (stages *_scaled@<run>-0.5)
     return params
 
 
@@ -123,8 +124,16 @@ def test_repro_end_to_end(project: Path):
         assert m["n"] == 6 and 0.0 <= m["accuracy"] <= 1.0
     for run_name in ("run1", "run2"):
         assert (project / f"models/{run_name}/adapter/adapter_config.json").is_file()
+    # the adapter-scale points: predictions, scores and MMLU of each run at scale 0.5
+    assert {f"{k}_scaled@{r}-0.5" for k in ("predict", "score", "mmlu") for r in ("run1", "run2")} <= ran_stages(out)
+    for name in ("run1@0.5", "run2@0.5"):
+        preds = [json.loads(l) for l in (project / f"data/predictions/{name}.jsonl").read_text().splitlines()]
+        assert [p["id"] for p in preds] == [d["id"] for d in dev]
+        assert json.loads((project / f"metrics/spider/{name}.json").read_text())["n"] == 6
+        assert json.loads((project / f"metrics/mmlu/{name}.json").read_text())["n"] == 6
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert summary  # the report's own tests check its numbers
+    assert summary["runs"]["run1"]["scales"]["0.5"]["n"] == 6 and "ex_mde_pp" in summary["runs"]["run2"]
     assert (project / "metrics/report.md").read_text().strip()
 
     shown = dvc("metrics", "show", "--json", cwd=project).stdout
@@ -146,8 +155,10 @@ def test_changing_one_run_reruns_only_that_run(project: Path):
     out = dvc("repro", cwd=project).stdout
     # score@run2 reruns only if run2's predictions changed (a 2-step run may predict the same SQL).
     ran = ran_stages(out)
-    assert {"train@run2", "predict@run2", "mmlu@run2", "report"} <= ran, out
-    assert ran <= {"train@run2", "predict@run2", "score@run2", "mmlu@run2", "report"}, out
+    assert {"train@run2", "predict@run2", "mmlu@run2", "predict_scaled@run2-0.5", "mmlu_scaled@run2-0.5",
+            "report"} <= ran, out
+    assert ran <= {"train@run2", "predict@run2", "score@run2", "mmlu@run2", "predict_scaled@run2-0.5",
+                   "score_scaled@run2-0.5", "mmlu_scaled@run2-0.5", "report"}, out
     diff = dvc("params", "diff", cwd=project).stdout
     assert "runs.run2.learning_rate" in diff
     git("add", "-A", cwd=project)
@@ -157,8 +168,10 @@ def test_changing_one_run_reruns_only_that_run(project: Path):
 def test_experiment_variant_and_comparison(project: Path):
     out = dvc("exp", "run", "-S", "runs.run1.learning_rate=1e-4", cwd=project).stdout
     ran = ran_stages(out)
-    assert {"train@run1", "predict@run1", "mmlu@run1", "report"} <= ran, out
-    assert ran <= {"train@run1", "predict@run1", "score@run1", "mmlu@run1", "report"}, out
+    assert {"train@run1", "predict@run1", "mmlu@run1", "predict_scaled@run1-0.5", "mmlu_scaled@run1-0.5",
+            "report"} <= ran, out
+    assert ran <= {"train@run1", "predict@run1", "score@run1", "mmlu@run1", "predict_scaled@run1-0.5",
+                   "score_scaled@run1-0.5", "mmlu_scaled@run1-0.5", "report"}, out
     shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout
     header = shown.splitlines()[0]
     assert "runs.run1.learning_rate" in header and "metrics/spider/run1.json:execution_accuracy" in header
@@ -175,9 +188,11 @@ def test_experiment_variant_and_comparison(project: Path):
 def test_queued_sweep_yields_a_frontier(project: Path):
     out = run([sys.executable, "scripts/sweep.py", "runs.run1.learning_rate", "3e-4", "6e-4"], cwd=project)
     frontier = (project / "sweep" / "frontier.csv").read_text().splitlines()
-    assert len(frontier) == 3, out.stdout + out.stderr  # header + one row per value
+    assert len(frontier) == 5, out.stdout + out.stderr  # header + per value: the run and its scale-0.5 point
     assert frontier[0].startswith("experiment,runs.run1.learning_rate,mmlu_change_pp,ex_gain_pp")
-    assert {row.split(",")[1] for row in frontier[1:]} == {"0.0003", "0.0006"}
+    assert frontier[0].endswith(",scale")
+    assert sorted((row.split(",")[1], row.split(",")[-1]) for row in frontier[1:]) == [
+        ("0.0003", "0.5"), ("0.0003", "1.0"), ("0.0006", "0.5"), ("0.0006", "1.0")]
     assert (project / "sweep" / "frontier.png").stat().st_size > 10_000
 
 

@@ -43,50 +43,73 @@ def _jsonl(path: Path, rows) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def build_workspace(root: Path, train_runs=("run1",), debiased=("base", "run1", "run2")) -> None:
+# Adapter-scale points (`adapter_scales: [0.5]`): run1@0.5 gains question 21 only (+1 pp, b=0, c=1);
+# run2@0.5 gains 21..29 (+9 pp, c=9). MMLU: run1@0.5 loses one philosophy question; run2@0.5 = base.
+SCALED_CORRECT = {"run1@0.5": set(range(0, 22)), "run2@0.5": set(range(0, 30))}
+SCALED_MMLU_RIGHT = {"run1@0.5": [20, 14, 10], "run2@0.5": [20, 15, 10]}
+SCALED_DEBIASED_RIGHT = {"run1@0.5": [35, 25, 15], "run2@0.5": [40, 30, 20]}
+
+
+def _write_spider(root: Path, name: str, right: set) -> None:
+    scores, preds = [], []
+    for i in range(N):
+        qid = f"dev-{i:04d}"
+        ok = i in right
+        kind = FAIL_KINDS[i % len(FAIL_KINDS)]
+        scores.append({"id": qid, "exec_match": int(ok), "error": None if ok else f"{kind}: reason {i}",
+                       "exact_match": int(ok and i % 2 == 0), "hardness": HARD[i]})
+        preds.append({"id": qid, "db_id": f"db_{i % 7}", "question": f"How many rows in table {i}?",
+                      "gold_sql": f"SELECT count(*) FROM t{i}", "pred_sql": "" if i == 99 else f"SELECT * FROM t{i}",
+                      "raw_output": f"Here you go: SELECT * FROM t{i}", "hardness": HARD[i]})
+    _jsonl(root / "data/scores" / f"{name}.jsonl", scores)
+    _jsonl(root / "data/predictions" / f"{name}.jsonl", preds)
+    k = len(right)
+    meta = {"execution_accuracy": k / N, "exact_match": 0, "n": N, "n_correct": k}
+    (root / "metrics/spider").mkdir(parents=True, exist_ok=True)
+    (root / "metrics/spider" / f"{name}.json").write_text(json.dumps(meta))
+
+
+def _write_mmlu(root: Path, name: str, rights: list[int], debiased_rights: list[int] | None) -> None:
+    rows = []
+    for s, sub in enumerate(SUBJECTS):
+        for j in range(50):
+            ans = "ABCD"[j % 4]
+            ok = j < rights[s]
+            pred = ans if ok else ("A" if ans != "A" else "B")
+            row = {"id": f"{sub}-test-{j:04d}", "subject": sub, "answer": ans, "pred": pred,
+                   "correct": int(ok), "logprobs": {x: -1.0 for x in "ABCD"}}
+            if debiased_rights is not None:
+                dok = j < debiased_rights[s]
+                row.update({"content_logprobs": {x: -1.0 for x in "ABCD"},
+                            "debiased_pred": ans if dok else NEXT[ans], "debiased_correct": int(dok)})
+            rows.append(row)
+    _jsonl(root / "data/mmlu" / f"{name}.jsonl", rows)
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    meta = {"method": "loglik", "k_shot": 5, "accuracy": round(acc, 4), "n": len(rows)}
+    if debiased_rights is not None:
+        k = sum(r["debiased_correct"] for r in rows)
+        meta["debiased"] = {"accuracy": round(k / len(rows), 4), "n": len(rows), "n_correct": k}
+    (root / "metrics/mmlu").mkdir(parents=True, exist_ok=True)
+    (root / "metrics/mmlu" / f"{name}.json").write_text(json.dumps(meta))
+
+
+def build_workspace(root: Path, train_runs=("run1",), debiased=("base", "run1", "run2"), scales=()) -> None:
     params = {"runs": {"run1": {"learning_rate": 2e-4}, "run2": {"learning_rate": 5e-5}},
               "mmlu": {"method": "loglik", "k_shot": 5},
               "report": {"bootstrap_samples": 2000, "confidence": 0.95, "seed": 7, "examples_per_error": 2}}
+    if scales:
+        params["adapter_scales"] = list(scales)
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     for name, right in CORRECT.items():
-        scores, preds = [], []
-        for i in range(N):
-            qid = f"dev-{i:04d}"
-            ok = i in right
-            kind = FAIL_KINDS[i % len(FAIL_KINDS)]
-            scores.append({"id": qid, "exec_match": int(ok), "error": None if ok else f"{kind}: reason {i}",
-                           "exact_match": int(ok and i % 2 == 0), "hardness": HARD[i]})
-            preds.append({"id": qid, "db_id": f"db_{i % 7}", "question": f"How many rows in table {i}?",
-                          "gold_sql": f"SELECT count(*) FROM t{i}", "pred_sql": "" if i == 99 else f"SELECT * FROM t{i}",
-                          "raw_output": f"Here you go: SELECT * FROM t{i}", "hardness": HARD[i]})
-        _jsonl(root / "data/scores" / f"{name}.jsonl", scores)
-        _jsonl(root / "data/predictions" / f"{name}.jsonl", preds)
-        k = len(right)
-        meta = {"execution_accuracy": k / N, "exact_match": 0, "n": N, "n_correct": k}
-        (root / "metrics/spider").mkdir(parents=True, exist_ok=True)
-        (root / "metrics/spider" / f"{name}.json").write_text(json.dumps(meta))
+        _write_spider(root, name, right)
     for name, rights in MMLU_RIGHT.items():
-        rows = []
-        for s, sub in enumerate(SUBJECTS):
-            for j in range(50):
-                ans = "ABCD"[j % 4]
-                ok = j < rights[s]
-                pred = ans if ok else ("A" if ans != "A" else "B")
-                row = {"id": f"{sub}-test-{j:04d}", "subject": sub, "answer": ans, "pred": pred,
-                       "correct": int(ok), "logprobs": {x: -1.0 for x in "ABCD"}}
-                if name in debiased:
-                    dok = j < MMLU_DEBIASED_RIGHT[name][s]
-                    row.update({"content_logprobs": {x: -1.0 for x in "ABCD"},
-                                "debiased_pred": ans if dok else NEXT[ans], "debiased_correct": int(dok)})
-                rows.append(row)
-        _jsonl(root / "data/mmlu" / f"{name}.jsonl", rows)
-        acc = sum(r["correct"] for r in rows) / len(rows)
-        meta = {"method": "loglik", "k_shot": 5, "accuracy": round(acc, 4), "n": len(rows)}
-        if name in debiased:
-            k = sum(r["debiased_correct"] for r in rows)
-            meta["debiased"] = {"accuracy": round(k / len(rows), 4), "n": len(rows), "n_correct": k}
-        (root / "metrics/mmlu").mkdir(parents=True, exist_ok=True)
-        (root / "metrics/mmlu" / f"{name}.json").write_text(json.dumps(meta))
+        _write_mmlu(root, name, rights, MMLU_DEBIASED_RIGHT[name] if name in debiased else None)
+    for scale in scales:
+        for run in ("run1", "run2"):
+            name = f"{run}@{scale}"
+            _write_spider(root, name, SCALED_CORRECT[name])
+            _write_mmlu(root, name, SCALED_MMLU_RIGHT[name],
+                        SCALED_DEBIASED_RIGHT[name] if run in debiased else None)
     for run in train_runs:
         d = root / "metrics/train" / run
         (d / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
@@ -186,8 +209,10 @@ def test_plots_are_valid_images_and_data(built):
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 300
     trade = json.loads((out / "plots/tradeoff.json").read_text())
-    assert [t["run"] for t in trade] == ["run1", "run2"]
-    assert trade[0]["ex_gain_pp"] == 1.0 and trade[0]["mmlu_change_pp"] == -2.0
+    # no scale points: each run's curve is the origin (base, scale 0) and the run (scale 1)
+    assert [(t["run"], t["scale"]) for t in trade] == [("run1", 0.0), ("run1", 1.0), ("run2", 0.0), ("run2", 1.0)]
+    assert trade[0]["ex_gain_pp"] == 0.0 == trade[0]["mmlu_change_pp"] and trade[0]["model"] == "base_zeroshot"
+    assert trade[1]["ex_gain_pp"] == 1.0 and trade[1]["mmlu_change_pp"] == -2.0 and trade[1]["model"] == "run1"
     hard = json.loads((out / "plots/ex_by_hardness.json").read_text())
     assert {"model": "base_zeroshot", "hardness": "easy"}.items() <= hard[0].items()
     assert len(hard) == 4 * 4
@@ -289,8 +314,8 @@ def test_mmlu_both_methods_summary(built):
     r2 = s["runs"]["run2"]
     assert r2["mmlu_debiased_change_pp"] == 0.0 and r2["mmlu_debiased_mcnemar_p"] == 1.0
     trade = json.loads((out / "plots/tradeoff.json").read_text())
-    assert trade[0]["mmlu_change_pp"] == -2.0 and trade[0]["mmlu_debiased_change_pp"] == -20.0
-    assert trade[0]["mmlu_method"] == "loglik"
+    assert trade[1]["mmlu_change_pp"] == -2.0 and trade[1]["mmlu_debiased_change_pp"] == -20.0
+    assert trade[1]["mmlu_method"] == "loglik" and trade[1]["scale"] == 1.0
 
 
 def test_report_text_names_both_methods_and_bias(built):
@@ -397,3 +422,114 @@ def test_difference_sentence_counts_questions_in_words():
     text = _diff_sentence("MMLU", c, "95%", "base")
     assert "1 question gained, 0 lost of 150" in text and "not significant" in text
     assert "2 questions gained" in _diff_sentence("MMLU", {**c, "fixed": 2}, "95%", "base")
+
+
+# --------------------------------------------------------------------------------------------
+# minimum detectable differences and adapter-scale points
+
+def test_comparisons_state_the_minimum_detectable_difference(built):
+    _, out, result = built
+    s = json.loads((out / "summary.json").read_text())
+    assert s["settings"]["power"] == 0.8 and s["settings"]["adapter_scales"] == []
+    r1, r2 = s["runs"]["run1"], s["runs"]["run2"]
+    # run2 on Spider: 19 gained, 0 lost of 100 -> the MDE at psi = 0.19
+    want = stats.mcnemar_mde(0, 19, 100, confidence=0.95, power=0.8)
+    assert r2["ex_mde_pp"] == round(100 * want.mde, 6) and r2["ex_mde_one_way"] is False
+    assert 12.0 < r2["ex_mde_pp"] < 13.0
+    # run1: only 3 of 100 changed: the least detectable at all (all changes one way), P(Bin(100, d) >= 6) = 0.8
+    assert r1["ex_mde_one_way"] is True and r1["ex_mde_pp"] == pytest.approx(7.7911, abs=1e-3)
+    assert r1["mmlu_mde_pp"] == round(100 * stats.mcnemar_mde(3, 0, 150).mde, 6)
+    assert r1["mmlu_debiased_mde_pp"] == round(100 * stats.mcnemar_mde(30, 0, 150).mde, 6)
+    md = (out / "report.md").read_text()
+    run1 = next(line for line in md.splitlines() if line.startswith("- **run1**"))
+    ex1 = run1.split("MMLU (loglik, 5-shot)")[0]
+    assert "not significant at 5%" in ex1 and "nothing smaller than ±7.8 pp with 80% power" in ex1
+    run2 = next(line for line in md.splitlines() if line.startswith("- **run2**"))
+    assert f"detects a difference of ±{r2['ex_mde_pp']:.1f} pp or more with 80% power" in run2
+    assert "| run2 | 40.0% |" in md and f"| ±{r2['ex_mde_pp']:.1f} pp |" in md
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws_scaled")
+    build_workspace(root, scales=(0.5,))
+    out = root / "metrics"
+    result = run_report(load_params(root / "params.yaml"), out, paths(root))
+    return root, out, result
+
+
+def test_scale_points_in_summary(scaled):
+    _, out, _ = scaled
+    s = json.loads((out / "summary.json").read_text())
+    assert s["settings"]["adapter_scales"] == [0.5]
+    p1 = s["runs"]["run1"]["scales"]["0.5"]
+    assert p1["scale"] == 0.5 and p1["ex"] == 0.22 and p1["n"] == 100
+    assert (p1["ex_gain_pp"], p1["ex_fixed"], p1["ex_broken"], p1["ex_mcnemar_p"]) == (1.0, 1, 0, 1.0)
+    ci = stats.accuracy_ci([int(i in SCALED_CORRECT["run1@0.5"]) for i in range(N)], n_resamples=2000, seed=7)
+    assert (p1["ex_ci_low"], p1["ex_ci_high"]) == (round(ci.low, 6), round(ci.high, 6))
+    # MMLU: 44/150 vs 45/150, one question lost
+    assert p1["mmlu_accuracy"] == round(44 / 150, 6) and p1["mmlu_change_pp"] == round(-100 / 150, 6)
+    assert (p1["mmlu_fixed"], p1["mmlu_broken"], p1["mmlu_mcnemar_p"]) == (0, 1, 1.0)
+    # debiased: 75/150 vs 90/150, 15 lost -> p = 2 / 2^15
+    assert p1["mmlu_debiased_change_pp"] == -10.0 and p1["mmlu_debiased_broken"] == 15
+    assert p1["mmlu_debiased_mcnemar_p"] == pytest.approx(2 * 0.5 ** 15, rel=1e-9)
+    assert p1["mmlu_debiased_mde_pp"] == round(100 * stats.mcnemar_mde(15, 0, 150).mde, 6)
+    p2 = s["runs"]["run2"]["scales"]["0.5"]
+    assert p2["ex_gain_pp"] == 9.0 and p2["ex_mcnemar_p"] == pytest.approx(2 * 0.5 ** 9, rel=1e-9)
+    assert p2["ex_significant"] is True and p2["ex_gain_ci_low_pp"] > 0
+    assert p2["mmlu_change_pp"] == 0.0 and p2["mmlu_change_ci_low_pp"] == 0.0 == p2["mmlu_change_ci_high_pp"]
+    # the scale-1 numbers stay where they were; the base and run models are not duplicated
+    assert s["runs"]["run2"]["ex_gain_pp"] == 19.0 and set(s["spider"]) == {"base_zeroshot", "base_fewshot",
+                                                                              "run1", "run2"}
+    assert "run1@0.5" not in s["mmlu"]
+
+
+def test_scale_points_in_report_and_plot_data(scaled):
+    from PIL import Image
+
+    _, out, _ = scaled
+    md = (out / "report.md").read_text()
+    section = md.split("## Learning-forgetting frontier (adapter scale)")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| run |")]
+    assert [r.split(" | ")[0:2] for r in rows] == [["| base", "0"], ["| run1", "0.5"], ["| run1", "1"],
+                                                   ["| run2", "0.5"], ["| run2", "1"]]
+    assert rows[3].startswith("| run2 | 0.5 | 30.0% [") and "+9.0 pp [" in rows[3] and "| 0.004 |" in rows[3]
+    assert "-10.0 pp [" in rows[1]                 # run1@0.5 debiased
+    trade = json.loads((out / "plots/tradeoff.json").read_text())
+    curve = [t for t in trade if t["run"] == "run2"]
+    assert [t["scale"] for t in curve] == [0.0, 0.5, 1.0]
+    assert [t["ex_gain_pp"] for t in curve] == [0.0, 9.0, 19.0]
+    assert [t["model"] for t in curve] == ["base_zeroshot", "run2@0.5", "run2"]
+    assert curve[1]["ex_ci_low_pp"] > 0 and curve[1]["ex_mcnemar_p"] == pytest.approx(2 * 0.5 ** 9)
+    assert [t["mmlu_debiased_change_pp"] for t in trade if t["run"] == "run1"] == [0.0, -10.0, -20.0]
+    with Image.open(out / "plots/tradeoff.png") as im:
+        assert im.format == "PNG" and im.size[0] > 400
+
+
+def test_missing_scale_point_names_its_stage(tmp_path):
+    build_workspace(tmp_path, scales=(0.5,))
+    (tmp_path / "data/scores/run2@0.5.jsonl").unlink()
+    with pytest.raises(UserError, match=r"run2@0\.5\.jsonl.*score_scaled@run2-0\.5"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    build_workspace(tmp_path, scales=(0.5,))
+    (tmp_path / "metrics/mmlu/run1@0.5.json").unlink()
+    with pytest.raises(UserError, match=r"mmlu_scaled@run1-0\.5"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+    assert not (tmp_path / "metrics/summary.json").exists()
+
+
+def test_scale_point_scored_with_another_mmlu_method_is_refused(tmp_path):
+    build_workspace(tmp_path, scales=(0.5,))
+    m = tmp_path / "metrics/mmlu/run1@0.5.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "k_shot": 0}))
+    with pytest.raises(UserError, match=r"run1@0\.5\.json.*0-shot.*mmlu_scaled@run1-0\.5"):
+        run_report(load_params(tmp_path / "params.yaml"), tmp_path / "metrics", paths(tmp_path))
+
+
+@pytest.mark.parametrize("scales", [[1.0], [0.0], [0.5, 0.5], ["0.5"], 0.5, [True]])
+def test_bad_adapter_scales_are_user_errors(tmp_path, scales):
+    build_workspace(tmp_path)
+    params = load_params(tmp_path / "params.yaml")
+    params["adapter_scales"] = scales
+    with pytest.raises(UserError, match="adapter_scales"):
+        run_report(params, tmp_path / "metrics", paths(tmp_path))
