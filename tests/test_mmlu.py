@@ -377,3 +377,81 @@ def mmlu_cache_dir(tmp_path):
 
     repo_cache = Path(__file__).resolve().parents[1] / ".cache" / "models"
     return repo_cache if repo_cache.is_dir() else tmp_path
+
+
+# ------------------------------------------------------------------------------------------------
+# Batched scoring (many questions per forward pass) equals the per-chunk reference path
+
+
+def test_token_budget_batches_respect_rows_and_tokens():
+    lengths = [50, 40, 40, 30, 10, 10, 10]          # sorted longest first
+    assert mmlu.token_budget_batches(lengths, 100, 3, None) == [[0, 1, 2], [3, 4, 5], [6]]
+    # budget 300: rows x (100 + the batch's longest tail) <= 300: 2 x 150, 2 x 140, 2 x 110, then 1
+    batches = mmlu.token_budget_batches(lengths, 100, 10, 300)
+    assert batches == [[0, 1], [2, 3], [4, 5], [6]]
+    assert mmlu.token_budget_batches(lengths, 100, 10, 10) == [[i] for i in range(7)]  # always >= 1 row
+    for b in batches:
+        assert len(b) == 1 or len(b) * (100 + lengths[b[0]]) <= 300
+    assert sum(len(b) for b in batches) == len(lengths)
+
+
+def _compare_paths(model, tok, items, dev, k_shot, batch_size=3, batch_tokens=None):
+    """evaluate() through the reference and the batched scorer (loglik + debiased in one run)."""
+    ref_scorer = mmlu.HFLetterScorer(model, tok, batch_size=batch_size)
+    new_scorer = mmlu.BatchedHFLetterScorer(model, tok, batch_size=batch_size, batch_tokens=batch_tokens)
+    runs = [mmlu.evaluate(items, dev, method="loglik", k_shot=k_shot, scorer=s, batch_size=batch_size,
+                          also_debiased=True, progress=False) for s in (ref_scorer, new_scorer)]
+    (ref_rows, ref_m), (new_rows, new_m) = runs
+    worst = 0.0
+    for a, b in zip(ref_rows, new_rows):
+        assert a["id"] == b["id"] and set(a) == set(b)
+        assert a["pred"] == b["pred"] and a["debiased_pred"] == b["debiased_pred"]
+        for key in ("logprobs", "content_logprobs"):
+            worst = max(worst, max(abs(a[key][L] - b[key][L]) for L in "ABCD"))
+    assert worst < 1e-4, worst
+    assert ref_m["accuracy"] == new_m["accuracy"] and ref_m["debiased"]["accuracy"] == new_m["debiased"]["accuracy"]
+    assert new_scorer.stats["prefix_forwards"] == len({it["subject"] for it in items})
+    return ref_scorer, new_scorer
+
+
+def test_batched_equals_reference_on_tiny_llama_general_path(conftest_llama):
+    model, tok = conftest_llama   # multi-token letters: one row per continuation
+    items = [TEST_Q] + _questions(7) + _questions(3, subject="high_school_computer_science")
+    dev = DEV + [dict(d, subject="high_school_computer_science", id=d["id"] + "-cs") for d in DEV]
+    ref, new = _compare_paths(model, tok, items, dev, k_shot=2, batch_size=64, batch_tokens=20000)
+    assert new.stats["general_rows"] == ref.stats["general_rows"] > 0
+    # the token budget, not batch_size (64 rows), splits the subjects into batches
+    assert new.stats["forwards"] > math.ceil(new.stats["general_rows"] / 64) + 1
+
+
+@pytest.mark.parametrize("use_regex", [True, False])
+def test_batched_equals_reference_fast_and_boundary_paths(use_regex):
+    tok = _bpe_tokenizer(use_regex=use_regex)
+    ref, new = _compare_paths(_tiny_model(tok), tok, [TEST_Q] + _questions(9), DEV, k_shot=3, batch_size=4)
+    for key in ("fast_rows", "general_rows", "boundary_rows"):
+        assert new.stats[key] == ref.stats[key]
+    assert (ref.stats["boundary_rows"] > 0) == (not use_regex)
+
+
+def test_batched_scorer_rejects_a_bad_token_budget(conftest_llama):
+    with pytest.raises(UserError, match="batch_tokens"):
+        mmlu.BatchedHFLetterScorer(*conftest_llama, batch_tokens=0)
+
+
+@pytest.mark.slow
+def test_batched_equals_reference_on_smollm2(smollm2_cfg):
+    """SmolLM2-135M (real weights, fp32): 4 real questions of two subjects, 2-shot, loglik + debiased."""
+    from shared_paths import MMLU_DEV, require
+
+    from sqltradeoff import data
+    from sqltradeoff.modeling import load_model
+
+    require(MMLU_DEV / "philosophy_dev.csv")
+    test_dir = MMLU_DEV.parent / "test"
+    items, dev = [], []
+    for s in ("philosophy", "high_school_computer_science"):
+        dev += data.read_mmlu_csv(MMLU_DEV / f"{s}_dev.csv", s, "dev")
+        items += data.read_mmlu_csv(test_dir / f"{s}_test.csv", s, "test")[:2]
+    model, tok = load_model(smollm2_cfg)
+    ref, new = _compare_paths(model, tok, items, dev, k_shot=2, batch_size=8)
+    assert new.stats["fast_rows"] == ref.stats["fast_rows"] == 4 * 4
