@@ -78,8 +78,9 @@ def main(argv=None) -> int:
     if scoring not in ("batched", "reference"):
         raise UserError(f"params: mmlu.scoring must be batched or reference, got {scoring!r}")
     batch_tokens = cfg.get("batch_tokens")
-    if batch_tokens is not None:
-        batch_tokens = _int_param(cfg, "batch_tokens", 0, 1)
+    if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
+                                     or batch_tokens < 1):
+        raise UserError(f"params: mmlu.batch_tokens must be a positive integer or null, got {batch_tokens!r}")
     max_new_tokens = _int_param(cfg, "max_new_tokens", 8, 1)
     also_debiased = cfg.get("also_debiased", False)
     if not isinstance(also_debiased, bool):
