@@ -150,16 +150,18 @@ class FunctionScorer:
 
 
 
-def split_request(ctx: list[int], joint: list[int], continuation: str, context: str
+def split_request(ctx: list[int], joint: list[int], continuation: str, context: str, offset: int = 0
                   ) -> tuple[list[int], list[int], int]:
     """(model input ids, target ids, 1 if the boundary case applied) from the encodings of the
-    (space-moved) context and of context + continuation; see `HFLetterScorer.request_tokens`."""
+    (space-moved) context and of context + continuation; see `HFLetterScorer.request_tokens`.
+    With `offset`, both encodings are given without their first `offset` tokens (known to be
+    equal), and so is the returned input."""
     whole, cont, boundary = joint, joint[len(ctx):], 0
     if joint[:len(ctx)] != ctx:
         common = 0
         while common < min(len(joint), len(ctx)) and joint[common] == ctx[common]:
             common += 1
-        cont, boundary = joint[max(common, 1):], 1
+        cont, boundary = joint[max(common + offset, 1) - offset:], 1
     if not cont:
         raise ValueError(f"continuation {continuation!r} encodes to no tokens after {context[-40:]!r}")
     return whole[:-1], cont, boundary
@@ -324,7 +326,8 @@ class BatchedHFLetterScorer(HFLetterScorer):
     """The same log-likelihoods as `HFLetterScorer`, many questions per forward pass.
 
     `evaluate` hands it all of a subject's questions at once (`whole_subject`). Tokenization is
-    batched (same token ids as the reference); the rows are sorted by length and cut into batches
+    batched and does not re-tokenize the few-shot prefix for every text (same token ids as the
+    reference, checked; see `_encode_after`); the rows are sorted by length and cut into batches
     of at most `batch_size` rows and `batch_tokens` tokens (rows x (prefix + longest tail));
     the few-shot prefix runs once per subject and its key/value tensors are shared read-only by
     every batch (a broadcast view per batch, no deep copy); logits are computed only at the target
@@ -333,8 +336,10 @@ class BatchedHFLetterScorer(HFLetterScorer):
 
     whole_subject = True
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, batch_tokens: int | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 64, batch_tokens: int | None = None,
+                 splice: bool = True, splice_checks: int = 8):
         super().__init__(model, tokenizer, batch_size=batch_size, reuse_prefix=True)
+        self.splice, self.splice_checks = splice, splice_checks
         if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
                                          or batch_tokens < 1):
             raise UserError(f"mmlu.batch_tokens must be a positive integer or null, got {batch_tokens!r}")
@@ -345,8 +350,60 @@ class BatchedHFLetterScorer(HFLetterScorer):
             return []
         return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+    def _encode_after(self, prefix: str, texts: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """(head, tails): encode(t) == head + tail for every text t (each starts with `prefix`).
+
+        The shared prefix is not re-tokenized for every text: `head` is encode(prefix) minus the
+        tokens of its last lines (the anchor, at least 64 characters), and each tail is
+        encode(anchor + rest of t). Exact when no token and no pre-tokenizer match spans the
+        head/anchor boundary, which holds for tokenizers that split text into words and
+        whitespace runs before merging (byte-level BPE: GPT-2, Llama 3, Qwen, SmolLM), as the
+        anchor starts a line more than 64 characters before the question. Used only when
+        encode(prefix) == head + encode(anchor) and the first `splice_checks` texts, encoded in
+        full, agree; otherwise (or with `splice=False`) every text is encoded in full (head = [])."""
+        cut = prefix.rfind("\n", 0, max(0, len(prefix) - 64)) + 1
+        if self.splice and cut > 0 and all(t.startswith(prefix) for t in texts):
+            anchor = prefix[cut:]
+            full_prefix, a = self.encode(prefix), self.encode(anchor)
+            if 0 < len(a) < len(full_prefix) and full_prefix[len(full_prefix) - len(a):] == a:
+                head = full_prefix[:len(full_prefix) - len(a)]
+                encoded = self.encode_many([anchor + t[len(prefix):] for t in texts])
+                probe = self.encode_many(list(texts[:self.splice_checks]))
+                if all(f == head + e for f, e in zip(probe, encoded)):
+                    return head, encoded
+            self.stats["unspliced_calls"] += 1
+        return [], self.encode_many(texts)
+
+    def _encode_joints(self, ctx_ids: dict[str, list[int]], requests) -> list[list[int]] | None:
+        """encode(context + continuation) for every request, relative like `ctx_ids`, or None.
+
+        Each context's encoding already holds every token but those of its last line ("Answer:"):
+        the joint is ctx_ids minus that line's tokens plus encode(last line + continuation), a
+        handful of distinct short texts. Used only when every context's encoding ends with its
+        last line's encoding (`_rows` then checks the first `splice_checks` against a full one)."""
+        if not self.splice:
+            return None
+        short: dict[str, list[int]] = {}
+        wanted = []
+        for _, context, c, moved in requests:
+            line = moved[moved.rfind("\n") + 1:] if "\n" in moved else None
+            if not line:
+                return None
+            wanted += [line, line + (context + c)[len(moved):]]
+        missing = list(dict.fromkeys(t for t in wanted if t not in short))
+        short.update(zip(missing, self.encode_many(missing)))
+        joints = []
+        for i, (_, context, c, moved) in enumerate(requests):
+            rel, last = ctx_ids[moved], short[wanted[2 * i]]
+            if not last or len(last) >= len(rel) or rel[len(rel) - len(last):] != last:
+                self.stats["unspliced_joints"] += 1
+                return None
+            joints.append(rel[:len(rel) - len(last)] + short[wanted[2 * i + 1]])
+        return joints
+
     def _rows(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[str]):
-        """As `HFLetterScorer._rows`, with one batched tokenizer call for every text."""
+        """(rows as `HFLetterScorer._rows` gives them, each without the first len(head) tokens,
+        head): the same token ids from one batched tokenizer call over the texts' tails."""
         requests = []  # (suffix index, context, continuation, space-moved context)
         for si, suffix in enumerate(suffixes):
             context = prefix + suffix
@@ -354,17 +411,26 @@ class BatchedHFLetterScorer(HFLetterScorer):
             for c in continuations:
                 requests.append((si, context, c, context[:-n_spaces] if n_spaces else context))
         contexts = list(dict.fromkeys(r[3] for r in requests))
-        encoded = self.encode_many(contexts + [ctx + c for _, ctx, c, _ in requests])
-        ctx_ids = dict(zip(contexts, encoded[:len(contexts)]))
+        head, encoded = self._encode_after(prefix, contexts)
+        ctx_ids = dict(zip(contexts, encoded))
+        joints = self._encode_joints(ctx_ids, requests)
+        if joints is not None:  # check the first joints against a full encoding
+            probe = self.encode_many([ctx + c for _, ctx, c, _ in requests[:self.splice_checks]])
+            if any(f != head + j for f, j in zip(probe, joints)):
+                self.stats["unspliced_joints"] += 1
+                joints = None
+        if joints is None:  # not spliced at the end: encode context + continuation after the head
+            joints = self._encode_after(prefix, [ctx + c for _, ctx, c, _ in requests])[1] if head else \
+                self.encode_many([ctx + c for _, ctx, c, _ in requests])
         by_suffix: dict[int, list] = defaultdict(list)
-        for (si, context, c, moved), joint in zip(requests, encoded[len(contexts):]):
-            inp, cont, boundary = split_request(ctx_ids[moved], joint, c, context)
+        for (si, context, c, moved), joint in zip(requests, joints):
+            inp, cont, boundary = split_request(ctx_ids[moved], joint, c, context, offset=len(head))
             self.stats["boundary_rows"] += boundary
             by_suffix[si].append((inp, cont))
         rows = []
         for si in range(len(suffixes)):
             self._add_rows(rows, si, by_suffix[si])
-        return rows
+        return rows, head
 
     def _prefix_kv(self, ids: Sequence[int]):
         """The prefix's cache as [(keys, values), ...] per layer, or the cache object itself when
@@ -390,22 +456,20 @@ class BatchedHFLetterScorer(HFLetterScorer):
         import torch
 
         t0 = time.perf_counter()
-        rows = self._rows(prefix, suffixes, continuations)
+        rows, head = self._rows(prefix, suffixes, continuations)
         self.stats["tokenize_s"] += time.perf_counter() - t0
         if not rows:
             return []
-        shared = shared_length(self.encode(prefix), rows)
-        kv = self._prefix_kv(rows[0][0][:shared]) if shared > 0 else None
+        # rows are relative to `head` (a token prefix they all share): shared counts from there
+        shared = len(head) + shared_length(self.encode(prefix)[len(head):], rows)
+        kv = self._prefix_kv(head + rows[0][0][:shared - len(head)]) if shared > 0 else None
         self.stats["prefix_tokens_reused"] += shared * len(rows)
-        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
-        sorted_rows = [rows[r] for r in order]
-        batches = token_budget_batches([len(ids) - shared for ids, _ in sorted_rows], shared,
-                                       self.batch_size, self.batch_tokens)
+        tails = sorted(((ids[shared - len(head):], targets) for ids, targets in rows), key=lambda r: -len(r[0]))
+        batches = token_budget_batches([len(t) for t, _ in tails], shared, self.batch_size, self.batch_tokens)
         slots: list[tuple[int, int]] = []
         values = []
         for idx in batches:
-            batch = [sorted_rows[i] for i in idx]
-            values.append(self._score_batch(batch, shared, kv, slots))
+            values.append(self._score_batch([tails[i] for i in idx], shared, kv, slots))
         flat = torch.cat(values).cpu().tolist()  # the only device -> host transfer
         out = [[math.nan] * len(continuations) for _ in suffixes]
         for (si, ci), v in zip(slots, flat):
@@ -413,13 +477,14 @@ class BatchedHFLetterScorer(HFLetterScorer):
         return out
 
     def _score_batch(self, batch, shared: int, kv, slots: list):
-        """Summed target log-probs of one batch (a device tensor), appending their (si, ci) to slots."""
+        """Summed target log-probs of one batch of (tail ids after the shared prefix, targets) rows
+        (a device tensor), appending their (si, ci) to slots."""
         import torch
 
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        tails = [ids[shared:] for ids, _ in batch]
+        tails = [tail for tail, _ in batch]
         width = max(len(t) for t in tails)
         n_keep = max(len(t) for _, targets in batch for t in targets.values())
         ids_rows, mask_rows, pos_rows = [], [], []

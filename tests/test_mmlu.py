@@ -455,3 +455,37 @@ def test_batched_equals_reference_on_smollm2(smollm2_cfg):
     model, tok = load_model(smollm2_cfg)
     ref, new = _compare_paths(model, tok, items, dev, k_shot=2, batch_size=8)
     assert new.stats["fast_rows"] == ref.stats["fast_rows"] == 4 * 4
+
+
+def _full_rows(scorer, prefix, suffixes):
+    rows, head = scorer._rows(prefix, suffixes, mmlu.CONTINUATIONS)
+    return [(head + ids, targets) for ids, targets in rows]
+
+
+@pytest.mark.parametrize("use_regex", [True, False])
+def test_spliced_tokenization_gives_the_full_token_ids(use_regex, conftest_llama):
+    """The batched scorer tokenizes the prefix once and each question after a short anchor; the
+    token ids equal full-text tokenization (and the reference scorer's rows)."""
+    for tok in (_bpe_tokenizer(use_regex=use_regex), conftest_llama[1]):
+        items = [TEST_Q] + _questions(5)
+        prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
+        suffixes = [mmlu.format_question(it["question"], it["choices"]) for it in items]
+        model = _tiny_model(tok)
+        spliced = mmlu.BatchedHFLetterScorer(model, tok, splice_checks=1)
+        full = mmlu.BatchedHFLetterScorer(model, tok, splice=False)
+        got = _full_rows(spliced, prefix, suffixes)
+        assert got == _full_rows(full, prefix, suffixes)
+        assert got == mmlu.HFLetterScorer(model, tok)._rows(prefix, suffixes, mmlu.CONTINUATIONS)
+        assert spliced.stats["unspliced_calls"] == spliced.stats["unspliced_joints"] == 0
+        assert full.stats["unspliced_calls"] == 0
+        assert spliced._rows(prefix, suffixes, mmlu.CONTINUATIONS)[1]          # a non-empty head was used
+
+
+def test_spliced_tokenization_falls_back_when_the_check_fails(conftest_llama):
+    model, tok = conftest_llama
+    scorer = mmlu.BatchedHFLetterScorer(model, tok)
+    scorer.encode_many = lambda texts, real=scorer.encode_many: [  # a tokenizer that is not local
+        ids + [1] if not t.startswith("The following") else ids for t, ids in zip(texts, real(texts))]
+    prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
+    head, tails = scorer._encode_after(prefix, [prefix + "Question?"])
+    assert head == [] and scorer.stats["unspliced_calls"] == 1
