@@ -489,3 +489,17 @@ def test_spliced_tokenization_falls_back_when_the_check_fails(conftest_llama):
     prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
     head, tails = scorer._encode_after(prefix, [prefix + "Question?"])
     assert head == [] and scorer.stats["unspliced_calls"] == 1
+
+
+def test_throughput_benchmark_rows(conftest_llama):
+    from benchmarks.throughput.mmlu import bench_mmlu
+
+    model, tok = conftest_llama
+    rows = bench_mmlu(model, tok, _questions(3), DEV, k_shot=1, variants=("before", "after"))
+    assert [r["variant"] for r in rows] == ["before", "after"]
+    for r in rows:
+        assert r["stage"] == "mmlu" and r["questions"] == 3 and r["seconds"] > 0
+        assert r["questions_per_s"] == pytest.approx(3 / r["seconds"], rel=0.01)
+        assert r["same_predictions"] is True and r["max_abs_logprob_diff_vs_reference"] < 1e-4
+    only_after = bench_mmlu(model, tok, _questions(2), DEV, k_shot=1, variants=("after",))
+    assert only_after[0]["max_abs_logprob_diff_vs_reference"] is None and only_after[0]["same_predictions"] is None

@@ -115,6 +115,9 @@ def bench_mmlu(model, tokenizer, test_items, dev_items, *, k_shot: int = 5, vari
     if batch_tokens is None and cuda:
         batch_tokens = 262144
     model.eval()
+    with torch.inference_mode():  # warm-up (CUDA context, kernels) outside the timed runs
+        model(input_ids=torch.ones((2, 16), dtype=torch.long, device=next(model.parameters()).device))
+    _sync(model)
     results, ref_rows = {}, None
     for variant in sorted(variants, key=lambda v: v != "before"):  # the reference first
         rows, metrics, scorer, seconds = _run(variant, model, tokenizer, test_items, dev_items, k_shot,
