@@ -545,23 +545,66 @@ def write_mmlu(out: Path, test: list[dict], dev: list[dict], manifest: dict) -> 
     return manifest
 
 
-def _subjects(cfg: dict) -> list[str]:
+# The 57 MMLU subjects (cais/mmlu configs, data.tar's file names), in alphabetical order.
+MMLU_SUBJECTS: tuple[str, ...] = (
+    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge", "college_biology",
+    "college_chemistry", "college_computer_science", "college_mathematics", "college_medicine",
+    "college_physics", "computer_security", "conceptual_physics", "econometrics", "electrical_engineering",
+    "elementary_mathematics", "formal_logic", "global_facts", "high_school_biology", "high_school_chemistry",
+    "high_school_computer_science", "high_school_european_history", "high_school_geography",
+    "high_school_government_and_politics", "high_school_macroeconomics", "high_school_mathematics",
+    "high_school_microeconomics", "high_school_physics", "high_school_psychology", "high_school_statistics",
+    "high_school_us_history", "high_school_world_history", "human_aging", "human_sexuality",
+    "international_law", "jurisprudence", "logical_fallacies", "machine_learning", "management", "marketing",
+    "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios", "nutrition", "philosophy",
+    "prehistory", "professional_accounting", "professional_law", "professional_medicine",
+    "professional_psychology", "public_relations", "security_studies", "sociology", "us_foreign_policy",
+    "virology", "world_religions",
+)
+
+
+def _subjects(cfg: dict) -> list[str] | None:
+    """`data.mmlu.subjects`: absent, null or `all` (the default): every subject the source has
+    (None); a list (older params files): only those. Which subjects are evaluated is chosen
+    later, by `sample.mmlu_subjects` in stage prepare."""
     subjects = cfg.get("subjects")
+    if subjects is None or (isinstance(subjects, str) and subjects.strip().lower() == "all"):
+        return None
     if not subjects or not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
-        raise UserError("params: data.mmlu.subjects must be a non-empty list of subject names")
+        raise UserError("params: data.mmlu.subjects must be `all` (the default) or a non-empty list of subject names")
     return list(subjects)
 
 
-def mmlu_from_csv_root(root: Path, subjects: Sequence[str], verifier: Verifier | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows of the given subjects from a `data/{test,dev}/<subject>_<split>.csv` tree."""
+def mmlu_from_csv_root(root: Path, subjects: Sequence[str] | None, verifier: Verifier | None = None
+                       ) -> tuple[list[dict], list[dict]]:
+    """Rows of the given subjects (None: every `test/<subject>_test.csv`, in name order) from a
+    `data/{test,dev}/<subject>_<split>.csv` tree. With None, a subject without a dev file has no
+    dev rows (the manifest names it); a listed subject must have both files."""
+    every = subjects is None
+    if every:
+        subjects = sorted(p.name[:-len("_test.csv")] for p in (root / "test").glob("*_test.csv"))
+        if not subjects:
+            raise UserError(f"{root / 'test'}: no <subject>_test.csv files")
     test, dev = [], []
     for subject in subjects:
         for split, bucket in (("test", test), ("dev", dev)):
             path = root / split / f"{subject}_{split}.csv"
+            if every and split == "dev" and not path.is_file():
+                continue
             if verifier is not None and path.is_file():
                 verifier.check(path)
             bucket += read_mmlu_csv(path, subject, split)
     return test, dev
+
+
+def _subject_manifest(test: Sequence[dict], dev: Sequence[dict]) -> dict:
+    with_dev = {r["subject"] for r in dev}
+    subjects = list(dict.fromkeys(r["subject"] for r in test))
+    missing = [s for s in subjects if s not in with_dev]
+    if missing:
+        warn(f"mmlu: {len(missing)} of {len(subjects)} subject(s) have no dev (few-shot) rows in this source: "
+             f"{', '.join(missing)} (with mmlu.k_shot > 0 stage prepare leaves them out)")
+    return {"subjects": subjects, "subjects_without_dev": missing}
 
 
 def mmlu_from_mirror(mirror_dir: str | os.PathLike, cfg: dict, out: Path, base: Path = Path(".")) -> dict:
@@ -571,7 +614,7 @@ def mmlu_from_mirror(mirror_dir: str | os.PathLike, cfg: dict, out: Path, base: 
         raise UserError(f"{data}: not found (the mirror must hold MMLU in mmlu/data/{{test,dev}}/)")
     ver = Verifier(root)
     test, dev = mmlu_from_csv_root(data, _subjects(cfg), ver)
-    manifest = {"source": "mirror", "mirror_dir": str(mirror_dir), "subjects": _subjects(cfg),
+    manifest = {"source": "mirror", "mirror_dir": str(mirror_dir), **_subject_manifest(test, dev),
                 "input_sha256": dict(sorted(ver.checked.items())),
                 "verified_against": "MANIFEST.sha256" if ver.manifest is not None else None}
     return write_mmlu(out, test, dev, manifest)
@@ -588,7 +631,7 @@ def mmlu_from_archive(cfg: dict, out: Path, cache_dir: Path) -> dict:
         data = root / "data" if (root / "data").is_dir() else find_release_root(root, "test")
         test, dev = mmlu_from_csv_root(data, _subjects(cfg))
     manifest = {"source": "archive", "archive_url": cfg["archive_url"], "archive_sha256": digest,
-                "subjects": _subjects(cfg)}
+                **_subject_manifest(test, dev)}
     return write_mmlu(out, test, dev, manifest)
 
 
@@ -599,7 +642,7 @@ def mmlu_from_hub(cfg: dict, out: Path, cache_dir: Path,
     loader = loader or _load_hub_dataset
     test, dev = [], []
     try:
-        for subject in _subjects(cfg):
+        for subject in _subjects(cfg) or MMLU_SUBJECTS:
             ds = loader(cfg["hub_id"], subject, cfg.get("hub_revision"))
             test += hub_mmlu_rows(ds["test"], subject, "test")
             dev += hub_mmlu_rows(ds["dev"], subject, "dev")
@@ -609,5 +652,5 @@ def mmlu_from_hub(cfg: dict, out: Path, cache_dir: Path,
         warn(f"{exc}\nfalling back to the archive {cfg['archive_url']}")
         return mmlu_from_archive(cfg, out, cache_dir)
     manifest = {"source": "hub", "hub_id": cfg["hub_id"], "hub_revision": cfg.get("hub_revision"),
-                "subjects": _subjects(cfg)}
+                **_subject_manifest(test, dev)}
     return write_mmlu(out, test, dev, manifest)

@@ -6,9 +6,17 @@ Writes to --out:
   spider_dev.jsonl    {id, db_id, question, query, hardness}: the evaluation sample of
                       `sample.spider_dev_n` dev questions (`all` allowed) whose database exists;
                       hardness (easy/medium/hard/extra) from the parsed `sql`
-  mmlu_test.jsonl     `sample.mmlu_per_subject` test questions of each subject, drawn per subject
-  mmlu_dev.jsonl      the whole dev split (few-shot examples)
-  manifest.json       seed, sizes, sampled ids, exclusions carried over from the raw manifests
+  mmlu_test.jsonl     `sample.mmlu_per_subject` test questions (`all` allowed) of each subject of
+                      `sample.mmlu_subjects` (a list, default the study's three, or `all`), drawn
+                      per subject
+  mmlu_dev.jsonl      the dev split (few-shot examples) of those subjects
+  manifest.json       seed, sizes, sampled ids, exclusions carried over from the raw manifests,
+                      MMLU subjects left out
+
+With `mmlu.k_shot` > 0 every evaluated subject needs k_shot dev rows: under `all`, subjects
+without them (the offline mirror lacks the dev file of 14 of the 57) are left out with a warning
+and named in the manifest (`mmlu_subjects.left_out`), never scored zero-shot; a listed subject
+without them is an error.
 
 Samples are drawn with numpy generators seeded from (sample.seed, stream name) over sorted ids:
 the same seed gives the same ids. Exit status 2 on bad input.
@@ -26,6 +34,7 @@ from sqltradeoff.sampling import sample_per_group, sample_rows
 
 SPIDER_FIELDS = ("id", "db_id", "question", "query")
 MMLU_FIELDS = ("id", "subject", "question", "choices", "answer")
+DEFAULT_MMLU_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +65,41 @@ def _hardness(sql: dict, qid: str) -> str:
         raise UserError(f"dev.jsonl {qid}: cannot compute hardness from `sql` ({type(exc).__name__}: {exc})") from None
 
 
-def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
+def select_mmlu_subjects(test: list[dict], dev: list[dict], wanted, k_shot: int, mmlu: Path
+                         ) -> tuple[list[str], list[str]]:
+    """(subjects to evaluate, subjects left out for lack of k_shot dev rows) from
+    `sample.mmlu_subjects` (`all` or a list); UserError on unknown or unscorable listed subjects."""
+    available = list(dict.fromkeys(r["subject"] for r in test))
+    n_dev: dict[str, int] = {}
+    for r in dev:
+        n_dev[r["subject"]] = n_dev.get(r["subject"], 0) + 1
+    every = isinstance(wanted, str) and wanted.strip().lower() == "all"
+    if every:
+        subjects = sorted(available)
+    elif isinstance(wanted, list) and wanted and all(isinstance(x, str) for x in wanted):
+        subjects = list(dict.fromkeys(wanted))
+        unknown = [x for x in subjects if x not in available]
+        if unknown:
+            raise UserError(f"params: sample.mmlu_subjects: {', '.join(unknown)} not in {mmlu / 'test.jsonl'} "
+                            f"({len(available)} subject(s) there; data.mmlu.subjects, if set, limits the download)")
+    else:
+        raise UserError(f"params: sample.mmlu_subjects must be `all` or a non-empty list of subject names, "
+                        f"got {wanted!r}")
+    left_out = [x for x in subjects if n_dev.get(x, 0) < k_shot]
+    if left_out and not every:
+        raise UserError(f"{mmlu / 'dev.jsonl'}: no dev (few-shot) examples for subject(s) {', '.join(left_out)} "
+                        f"(mmlu.k_shot={k_shot} needs {k_shot} each); set mmlu.k_shot: 0, use data.source: hub "
+                        f"(all 57 subjects have dev rows there) or remove them from sample.mmlu_subjects")
+    if left_out:
+        print(f"warning: mmlu: {len(left_out)} of {len(subjects)} subject(s) left out, fewer than "
+              f"mmlu.k_shot={k_shot} dev (few-shot) rows: {', '.join(left_out)}", file=sys.stderr)
+    subjects = [x for x in subjects if x not in left_out]
+    if not subjects:
+        raise UserError(f"params: sample.mmlu_subjects: no subject with {k_shot} dev (few-shot) rows to evaluate")
+    return subjects, left_out
+
+
+def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) -> dict:
     seed = sample.get("seed")
     dev_n = parse_n(sample.get("spider_dev_n", 100), "sample.spider_dev_n")
     train_n = parse_n(sample.get("spider_train_n", "all"), "sample.spider_train_n")
@@ -75,11 +118,15 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
 
     m_test = read_jsonl(mmlu / "test.jsonl", MMLU_FIELDS)
     m_dev = read_jsonl(mmlu / "dev.jsonl", MMLU_FIELDS)
-    groups = sample_per_group(m_test, "subject", per_subject, seed, "mmlu")
+    subjects, left_out = select_mmlu_subjects(m_test, m_dev, sample.get("mmlu_subjects", list(DEFAULT_MMLU_SUBJECTS)),
+                                              k_shot, mmlu)
+    chosen = set(subjects)
+    groups = sample_per_group([r for r in m_test if r["subject"] in chosen], "subject", per_subject, seed, "mmlu")
     mmlu_test = [r for subject in sorted(groups) for r in groups[subject]]
-    missing_dev = sorted(set(groups) - {r["subject"] for r in m_dev})
-    if missing_dev:
-        raise UserError(f"{mmlu / 'dev.jsonl'}: no dev (few-shot) examples for subject(s) {', '.join(missing_dev)}")
+    dev_by_subject: dict[str, list[dict]] = {}
+    for r in m_dev:
+        dev_by_subject.setdefault(r["subject"], []).append(r)
+    mmlu_dev = [r for subject in subjects for r in dev_by_subject.get(subject, [])]
 
     raw_sp = read_json(spider / "manifest.json") if (spider / "manifest.json").is_file() else {}
     raw_mm = read_json(mmlu / "manifest.json") if (mmlu / "manifest.json").is_file() else {}
@@ -89,11 +136,17 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
     manifest = {
         "seed": seed,
         "params": {"spider_dev_n": sample.get("spider_dev_n"), "spider_train_n": sample.get("spider_train_n"),
-                   "mmlu_per_subject": sample.get("mmlu_per_subject")},
+                   "mmlu_per_subject": sample.get("mmlu_per_subject"),
+                   "mmlu_subjects": sample.get("mmlu_subjects", list(DEFAULT_MMLU_SUBJECTS)), "mmlu_k_shot": k_shot},
         "sizes": {"spider_train": len(train_s), "spider_dev": len(dev_s), "mmlu_test": len(mmlu_test),
-                  "mmlu_dev": len(m_dev),
+                  "mmlu_dev": len(mmlu_dev), "mmlu_subjects": len(subjects),
                   "mmlu_test_per_subject": {s: len(g) for s, g in sorted(groups.items())}},
-        "available": {"spider_train": len(train), "spider_dev": len(dev), "mmlu_test": len(m_test)},
+        "available": {"spider_train": len(train), "spider_dev": len(dev), "mmlu_test": len(m_test),
+                      "mmlu_subjects": len({r["subject"] for r in m_test})},
+        "mmlu_subjects": {"evaluated": subjects,
+                          "left_out": {"count": len(left_out), "subjects": left_out,
+                                       "reason": f"fewer than mmlu.k_shot={k_shot} dev (few-shot) rows in the "
+                                                 f"raw data" if left_out else None}},
         "spider_dev_hardness": dict(sorted(hard_counts.items())),
         "ids": {"spider_train": [r["id"] for r in train_s], "spider_dev": [r["id"] for r in dev_s],
                 "mmlu_test": [r["id"] for r in mmlu_test]},
@@ -109,7 +162,7 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
         write_jsonl(tmp / "spider_train.jsonl", train_s)
         write_jsonl(tmp / "spider_dev.jsonl", dev_s)
         write_jsonl(tmp / "mmlu_test.jsonl", mmlu_test)
-        write_jsonl(tmp / "mmlu_dev.jsonl", m_dev)
+        write_jsonl(tmp / "mmlu_dev.jsonl", mmlu_dev)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 
@@ -118,10 +171,16 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     params = load_params(args.params)
-    m = prepare(args.spider, args.mmlu, args.out, section(params, "sample"))
+    k_shot = section(params, "mmlu").get("k_shot", 5) if "mmlu" in params else 5
+    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 0:
+        raise UserError(f"params: mmlu.k_shot must be an integer >= 0, got {k_shot!r}")
+    m = prepare(args.spider, args.mmlu, args.out, section(params, "sample"), k_shot=k_shot)
     s = m["sizes"]
+    n_out = m["mmlu_subjects"]["left_out"]["count"]
     print(f"prepared (seed {m['seed']}): spider train {s['spider_train']}, dev {s['spider_dev']} "
-          f"{m['spider_dev_hardness']}, mmlu test {s['mmlu_test']}, dev {s['mmlu_dev']} -> {args.out}")
+          f"{m['spider_dev_hardness']}, mmlu test {s['mmlu_test']} ({s['mmlu_subjects']} subjects"
+          f"{f', {n_out} left out' if n_out else ''})"
+          f", dev {s['mmlu_dev']} -> {args.out}")
     return 0
 
 

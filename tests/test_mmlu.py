@@ -377,3 +377,129 @@ def mmlu_cache_dir(tmp_path):
 
     repo_cache = Path(__file__).resolve().parents[1] / ".cache" / "models"
     return repo_cache if repo_cache.is_dir() else tmp_path
+
+
+# ------------------------------------------------------------------------------------------------
+# Batched scoring (many questions per forward pass) equals the per-chunk reference path
+
+
+def test_token_budget_batches_respect_rows_and_tokens():
+    lengths = [50, 40, 40, 30, 10, 10, 10]          # sorted longest first
+    assert mmlu.token_budget_batches(lengths, 100, 3, None) == [[0, 1, 2], [3, 4, 5], [6]]
+    # budget 300: rows x (100 + the batch's longest tail) <= 300: 2 x 150, 2 x 140, 2 x 110, then 1
+    batches = mmlu.token_budget_batches(lengths, 100, 10, 300)
+    assert batches == [[0, 1], [2, 3], [4, 5], [6]]
+    assert mmlu.token_budget_batches(lengths, 100, 10, 10) == [[i] for i in range(7)]  # always >= 1 row
+    for b in batches:
+        assert len(b) == 1 or len(b) * (100 + lengths[b[0]]) <= 300
+    assert sum(len(b) for b in batches) == len(lengths)
+
+
+def _compare_paths(model, tok, items, dev, k_shot, batch_size=3, batch_tokens=None):
+    """evaluate() through the reference and the batched scorer (loglik + debiased in one run)."""
+    ref_scorer = mmlu.HFLetterScorer(model, tok, batch_size=batch_size)
+    new_scorer = mmlu.BatchedHFLetterScorer(model, tok, batch_size=batch_size, batch_tokens=batch_tokens)
+    runs = [mmlu.evaluate(items, dev, method="loglik", k_shot=k_shot, scorer=s, batch_size=batch_size,
+                          also_debiased=True, progress=False) for s in (ref_scorer, new_scorer)]
+    (ref_rows, ref_m), (new_rows, new_m) = runs
+    worst = 0.0
+    for a, b in zip(ref_rows, new_rows):
+        assert a["id"] == b["id"] and set(a) == set(b)
+        assert a["pred"] == b["pred"] and a["debiased_pred"] == b["debiased_pred"]
+        for key in ("logprobs", "content_logprobs"):
+            worst = max(worst, max(abs(a[key][L] - b[key][L]) for L in "ABCD"))
+    assert worst < 1e-4, worst
+    assert ref_m["accuracy"] == new_m["accuracy"] and ref_m["debiased"]["accuracy"] == new_m["debiased"]["accuracy"]
+    assert new_scorer.stats["prefix_forwards"] == len({it["subject"] for it in items})
+    return ref_scorer, new_scorer
+
+
+def test_batched_equals_reference_on_tiny_llama_general_path(conftest_llama):
+    model, tok = conftest_llama   # multi-token letters: one row per continuation
+    items = [TEST_Q] + _questions(7) + _questions(3, subject="high_school_computer_science")
+    dev = DEV + [dict(d, subject="high_school_computer_science", id=d["id"] + "-cs") for d in DEV]
+    ref, new = _compare_paths(model, tok, items, dev, k_shot=2, batch_size=64, batch_tokens=20000)
+    assert new.stats["general_rows"] == ref.stats["general_rows"] > 0
+    # the token budget, not batch_size (64 rows), splits the subjects into batches
+    assert new.stats["forwards"] > math.ceil(new.stats["general_rows"] / 64) + 1
+
+
+@pytest.mark.parametrize("use_regex", [True, False])
+def test_batched_equals_reference_fast_and_boundary_paths(use_regex):
+    tok = _bpe_tokenizer(use_regex=use_regex)
+    ref, new = _compare_paths(_tiny_model(tok), tok, [TEST_Q] + _questions(9), DEV, k_shot=3, batch_size=4)
+    for key in ("fast_rows", "general_rows", "boundary_rows"):
+        assert new.stats[key] == ref.stats[key]
+    assert (ref.stats["boundary_rows"] > 0) == (not use_regex)
+
+
+def test_batched_scorer_rejects_a_bad_token_budget(conftest_llama):
+    with pytest.raises(UserError, match="batch_tokens"):
+        mmlu.BatchedHFLetterScorer(*conftest_llama, batch_tokens=0)
+
+
+@pytest.mark.slow
+def test_batched_equals_reference_on_smollm2(smollm2_cfg):
+    """SmolLM2-135M (real weights, fp32): 4 real questions of two subjects, 2-shot, loglik + debiased."""
+    from shared_paths import MMLU_DEV, require
+
+    from sqltradeoff import data
+    from sqltradeoff.modeling import load_model
+
+    require(MMLU_DEV / "philosophy_dev.csv")
+    test_dir = MMLU_DEV.parent / "test"
+    items, dev = [], []
+    for s in ("philosophy", "high_school_computer_science"):
+        dev += data.read_mmlu_csv(MMLU_DEV / f"{s}_dev.csv", s, "dev")
+        items += data.read_mmlu_csv(test_dir / f"{s}_test.csv", s, "test")[:2]
+    model, tok = load_model(smollm2_cfg)
+    ref, new = _compare_paths(model, tok, items, dev, k_shot=2, batch_size=8)
+    assert new.stats["fast_rows"] == ref.stats["fast_rows"] == 4 * 4
+
+
+def _full_rows(scorer, prefix, suffixes):
+    rows, head = scorer._rows(prefix, suffixes, mmlu.CONTINUATIONS)
+    return [(head + ids, targets) for ids, targets in rows]
+
+
+@pytest.mark.parametrize("use_regex", [True, False])
+def test_spliced_tokenization_gives_the_full_token_ids(use_regex, conftest_llama):
+    """The batched scorer tokenizes the prefix once and each question after a short anchor; the
+    token ids equal full-text tokenization (and the reference scorer's rows)."""
+    for tok in (_bpe_tokenizer(use_regex=use_regex), conftest_llama[1]):
+        items = [TEST_Q] + _questions(5)
+        prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
+        suffixes = [mmlu.format_question(it["question"], it["choices"]) for it in items]
+        model = _tiny_model(tok)
+        spliced = mmlu.BatchedHFLetterScorer(model, tok, splice_checks=1)
+        full = mmlu.BatchedHFLetterScorer(model, tok, splice=False)
+        got = _full_rows(spliced, prefix, suffixes)
+        assert got == _full_rows(full, prefix, suffixes)
+        assert got == mmlu.HFLetterScorer(model, tok)._rows(prefix, suffixes, mmlu.CONTINUATIONS)
+        assert spliced.stats["unspliced_calls"] == spliced.stats["unspliced_joints"] == 0
+        assert full.stats["unspliced_calls"] == 0
+        assert spliced._rows(prefix, suffixes, mmlu.CONTINUATIONS)[1]          # a non-empty head was used
+
+
+def test_spliced_tokenization_falls_back_when_the_check_fails(conftest_llama):
+    model, tok = conftest_llama
+    scorer = mmlu.BatchedHFLetterScorer(model, tok)
+    scorer.encode_many = lambda texts, real=scorer.encode_many: [  # a tokenizer that is not local
+        ids + [1] if not t.startswith("The following") else ids for t, ids in zip(texts, real(texts))]
+    prefix = mmlu.fewshot_prefix("philosophy", DEV, 3)
+    head, tails = scorer._encode_after(prefix, [prefix + "Question?"])
+    assert head == [] and scorer.stats["unspliced_calls"] == 1
+
+
+def test_throughput_benchmark_rows(conftest_llama):
+    from benchmarks.throughput.mmlu import bench_mmlu
+
+    model, tok = conftest_llama
+    rows = bench_mmlu(model, tok, _questions(3), DEV, k_shot=1, variants=("before", "after"))
+    assert [r["variant"] for r in rows] == ["before", "after"]
+    for r in rows:
+        assert r["stage"] == "mmlu" and r["questions"] == 3 and r["seconds"] > 0
+        assert r["questions_per_s"] == pytest.approx(3 / r["seconds"], rel=0.01)
+        assert r["same_predictions"] is True and r["max_abs_logprob_diff_vs_reference"] < 1e-4
+    only_after = bench_mmlu(model, tok, _questions(2), DEV, k_shot=1, variants=("after",))
+    assert only_after[0]["max_abs_logprob_diff_vs_reference"] is None and only_after[0]["same_predictions"] is None

@@ -93,6 +93,10 @@ def test_stage_generate_method(workdir, tiny_model_cfg):
     (lambda d, m: (d / "dev.jsonl").unlink(), "dev.jsonl: file not found"),
     (lambda d, m: _params(d, m, {"method": "pride", "k_shot": 0, "batch_size": 1, "pride_fraction": 0}),
      "mmlu.pride_fraction"),
+    (lambda d, m: _params(d, m, {"method": "loglik", "k_shot": 0, "scoring": "fast"}),
+     "mmlu.scoring must be batched or reference"),
+    (lambda d, m: _params(d, m, {"method": "loglik", "k_shot": 0, "batch_tokens": 0}),
+     "mmlu.batch_tokens must be a positive integer or null"),
 ])
 def test_stage_clear_errors(workdir, tiny_model_cfg, capsys, mutate, message):
     mutate(workdir, tiny_model_cfg)
@@ -116,3 +120,22 @@ def test_stage_cli_subprocess_help_and_run(workdir):
                          text=True, env=env, cwd=workdir)
     assert run.returncode == 0, run.stderr
     assert json.loads((workdir / "out" / "metrics.json").read_text())["n"] == 2
+
+
+def test_stage_batched_and_reference_scoring_write_the_same_rows(workdir, tiny_model_cfg):
+    """Same row format and predictions; log-probabilities equal up to float reassociation."""
+    outs = {}
+    for scoring in ("reference", "batched"):
+        _params(workdir, tiny_model_cfg, {"method": "loglik", "k_shot": 2, "batch_size": 4, "also_debiased": True,
+                                          "scoring": scoring, "batch_tokens": 100000})
+        assert stage.main(_argv(workdir)) == 0
+        rows = [json.loads(x) for x in (workdir / "out" / "rows.jsonl").read_text().splitlines()]
+        metrics = json.loads((workdir / "out" / "metrics.json").read_text())
+        assert metrics["scoring"]["path"] == scoring
+        outs[scoring] = rows
+    ref, new = outs["reference"], outs["batched"]
+    assert [list(r) for r in ref] == [list(r) for r in new]          # same keys, same order
+    for a, b in zip(ref, new):
+        assert {k: a[k] for k in ("id", "pred", "correct", "debiased_pred", "debiased_correct")} == \
+            {k: b[k] for k in ("id", "pred", "correct", "debiased_pred", "debiased_correct")}
+        assert max(abs(a[key][L] - b[key][L]) for key in ("logprobs", "content_logprobs") for L in "ABCD") < 1e-4

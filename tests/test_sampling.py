@@ -64,15 +64,15 @@ def raw(tmp_path_factory):
     require(SPIDER / "dev.json")
     root = tmp_path_factory.mktemp("raw")
     data.spider_from_mirror(SHARED, root / "spider")
-    data.mmlu_from_mirror(SHARED, {"subjects": SUBJECTS}, root / "mmlu")
+    data.mmlu_from_mirror(SHARED, {}, root / "mmlu")   # every subject (the default)
     return root
 
 
-def _prepare(raw, out, **sample):
+def _prepare(raw, out, k_shot=5, **sample):
     import prepare
 
     cfg = {"seed": 42, "spider_dev_n": 100, "spider_train_n": "all", "mmlu_per_subject": 50, **sample}
-    return prepare.prepare(raw / "spider", raw / "mmlu", out, cfg)
+    return prepare.prepare(raw / "spider", raw / "mmlu", out, cfg, k_shot=k_shot)
 
 
 def test_prepare_real_data(raw, tmp_path):
@@ -109,3 +109,78 @@ def test_prepare_sizes_and_errors(raw, tmp_path):
         _prepare(raw, tmp_path / "b", mmlu_per_subject=101)
     with pytest.raises(UserError, match="spider_dev_n must be a positive integer"):
         _prepare(raw, tmp_path / "b", spider_dev_n=0)
+
+
+MIRROR_NO_DEV = ["clinical_knowledge", "global_facts", "high_school_physics", "high_school_psychology",
+                 "high_school_statistics", "human_aging", "machine_learning", "moral_disputes", "moral_scenarios",
+                 "nutrition", "prehistory", "security_studies", "virology", "world_religions"]
+
+
+def test_raw_mmlu_holds_every_subject_and_names_those_without_dev(raw):
+    man = read_json(raw / "mmlu" / "manifest.json")
+    assert len(man["subjects"]) == 57 and man["total"]["test"] == 14042
+    assert man["subjects_without_dev"] == MIRROR_NO_DEV
+
+
+def test_prepare_default_subjects_unchanged(raw, tmp_path):
+    """The default sample (the study's three subjects) is what it was when only they were downloaded."""
+    pytest.importorskip("sqltradeoff.hardness")
+    three = tmp_path / "raw3"
+    data.mmlu_from_mirror(SHARED, {"subjects": SUBJECTS}, three)
+    m = _prepare(raw, tmp_path / "all_raw")
+    import prepare
+
+    prepare.prepare(raw / "spider", three, tmp_path / "three_raw",
+                    {"seed": 42, "spider_dev_n": 100, "spider_train_n": "all", "mmlu_per_subject": 50})
+    for f in ("mmlu_test.jsonl", "mmlu_dev.jsonl"):
+        assert (tmp_path / "all_raw" / f).read_bytes() == (tmp_path / "three_raw" / f).read_bytes()
+    dev = read_jsonl(tmp_path / "all_raw" / "mmlu_dev.jsonl")
+    assert list(dict.fromkeys(r["subject"] for r in dev)) == SUBJECTS and len(dev) == 15
+    assert m["mmlu_subjects"] == {"evaluated": SUBJECTS, "left_out": {"count": 0, "subjects": [], "reason": None}}
+
+
+def test_prepare_all_subjects_five_shot_and_zero_shot(raw, tmp_path):
+    pytest.importorskip("sqltradeoff.hardness")
+    five = _prepare(raw, tmp_path / "five", mmlu_subjects="all", mmlu_per_subject="all")
+    test = read_jsonl(tmp_path / "five" / "mmlu_test.jsonl")
+    assert five["sizes"]["mmlu_test"] == len(test) == 9977 and five["sizes"]["mmlu_subjects"] == 43
+    assert len({r["subject"] for r in test}) == 43 and not {r["subject"] for r in test} & set(MIRROR_NO_DEV)
+    assert five["mmlu_subjects"]["left_out"]["count"] == 14
+    assert five["mmlu_subjects"]["left_out"]["subjects"] == MIRROR_NO_DEV
+    assert {r["subject"] for r in read_jsonl(tmp_path / "five" / "mmlu_dev.jsonl")} == {r["subject"] for r in test}
+    assert read_json(tmp_path / "five" / "manifest.json")["mmlu_subjects"] == five["mmlu_subjects"]
+    zero = _prepare(raw, tmp_path / "zero", mmlu_subjects="all", mmlu_per_subject="all", k_shot=0)
+    assert zero["sizes"]["mmlu_test"] == 14042 and zero["sizes"]["mmlu_subjects"] == 57
+    assert zero["mmlu_subjects"]["left_out"]["count"] == 0
+
+
+def test_prepare_subject_list_errors(raw, tmp_path):
+    pytest.importorskip("sqltradeoff.hardness")
+    with pytest.raises(UserError, match=r"no dev \(few-shot\) examples for subject\(s\) virology .*mmlu\.k_shot: 0"):
+        _prepare(raw, tmp_path / "a", mmlu_subjects=["philosophy", "virology"])
+    m = _prepare(raw, tmp_path / "b", mmlu_subjects=["philosophy", "virology"], mmlu_per_subject=3, k_shot=0)
+    assert m["sizes"]["mmlu_test_per_subject"] == {"philosophy": 3, "virology": 3}
+    with pytest.raises(UserError, match=r"sample\.mmlu_subjects: astrology not in"):
+        _prepare(raw, tmp_path / "c", mmlu_subjects=["astrology"])
+    with pytest.raises(UserError, match=r"sample\.mmlu_subjects must be `all` or a non-empty list"):
+        _prepare(raw, tmp_path / "d", mmlu_subjects=[])
+
+
+def test_prepare_stage_reads_k_shot_from_mmlu_params(raw, tmp_path, capsys):
+    pytest.importorskip("sqltradeoff.hardness")
+    import yaml
+
+    import prepare
+
+    params = {"sample": {"seed": 42, "spider_dev_n": 5, "spider_train_n": 10, "mmlu_per_subject": 1,
+                         "mmlu_subjects": "all"}, "mmlu": {"k_shot": 5}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = ["--spider", str(raw / "spider"), "--mmlu", str(raw / "mmlu"), "--out", str(tmp_path / "out"),
+            "--params", str(tmp_path / "params.yaml")]
+    assert prepare.main(argv) == 0
+    out = capsys.readouterr()
+    assert "mmlu test 43 (43 subjects, 14 left out)" in out.out and "virology" in out.err
+    params["mmlu"]["k_shot"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert prepare.main(argv) == 0
+    assert read_json(tmp_path / "out" / "manifest.json")["sizes"]["mmlu_subjects"] == 57
