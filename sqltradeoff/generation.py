@@ -204,7 +204,7 @@ def _run_batches(model, encoded, members: Sequence[int], prefix_len: int, batch_
     prefix = list(encoded[members[0]][:prefix_len])
     cache = None
     if prefix_len:
-        out = model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device), use_cache=True)
+        out = model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device), use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         collect.stats.prefill_tokens_computed += prefix_len
     order = sorted(members, key=lambda i: (-len(encoded[i]), i))
