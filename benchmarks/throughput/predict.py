@@ -38,7 +38,8 @@ if str(REPO) not in sys.path:
 
 
 def card() -> str:
-    """The accelerator, or the CPU model with its widest vector ISA and core count."""
+    """The accelerator, or the CPU model, its widest vector ISA in /proc/cpuinfo, the ISA torch's kernels
+    dispatch to, and the core count."""
     import torch
 
     if torch.cuda.is_available():
@@ -53,7 +54,11 @@ def card() -> str:
     except OSError:
         pass
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name} ({isa}, {os.cpu_count()} cores)"
+    try:
+        kernels = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        kernels = "?"
+    return f"{name} (cpuinfo: {isa}; torch kernels: {kernels}; {os.cpu_count()} cores)"
 
 
 def _sync():
