@@ -11,6 +11,7 @@ CLI (CPU smoke or GPU run; prints the rows as a markdown table and, with --out, 
 
   python -m benchmarks.throughput.predict --model .cache/offline-models/smollm2-135m-instruct-q4_1.gguf --n 16
   python -m benchmarks.throughput.predict --model DIR --random-weights --backends reference prefix continuous
+  python -m benchmarks.throughput.predict --count-only --n 1034      # prefill tokens only, no model load
 
 Prompts: the `prompt` field of data/formatted/eval_zeroshot.jsonl when it exists (or --prompts
 FILE), else the Spider dev questions of the shared mirror with their schema, rendered by the
@@ -150,6 +151,20 @@ def load_random_model(model_dir: str):
     return model, tok
 
 
+def prefill_counts(tokenizer, prompts) -> dict:
+    """Prompt tokens and the prefill tokens the prefix backend computes (tokenizer only, no model)."""
+    from sqltradeoff.generation import prefix_groups
+
+    enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    groups = prefix_groups(enc)
+    reused = sum(p * len(m) for p, m in groups)
+    total = sum(len(e) for e in enc)
+    computed = total - reused + sum(p for p, _ in groups)
+    return {"prompts": len(enc), "prefix_groups": sum(p > 0 for p, _ in groups), "prompt_tokens": total,
+            "prefill_tokens_computed": computed, "prefix_tokens_reused": reused,
+            "computed_fraction": round(computed / total, 4)}
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| backend | variant | seconds | CPU s | generated tok/s | prefill tokens computed / prompt tokens "
              "| outputs = reference |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -174,14 +189,20 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--backends", nargs="+", default=["reference", "prefix"])
     ap.add_argument("--warmup", action="store_true", help="run each backend on a few prompts first")
+    ap.add_argument("--count-only", action="store_true",
+                    help="only count prompt and prefix-backend prefill tokens (loads the tokenizer, not the model)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
 
     from sqltradeoff.errors import UserError
     from sqltradeoff.generation import check_backend
-    from sqltradeoff.modeling import load_model
+    from sqltradeoff.modeling import load_model, load_tokenizer
 
     try:
+        if args.count_only:
+            tok = load_tokenizer({"path": args.model, "revision": "main", "cache_dir": args.cache_dir})
+            print(json.dumps(prefill_counts(tok, load_prompts(tok, args.n, args.pick, args.prompts))))
+            return 0
         for b in args.backends:
             check_backend(b)
         if args.random_weights:
