@@ -37,7 +37,7 @@ from .errors import UserError
 
 BACKENDS = ("reference", "prefix", "continuous")
 CB_BLOCK_SIZE = 32          # paged-cache block (tokens); prefixes are shared in whole blocks
-_DP_WINDOW = 2048           # prefix_groups looks back at most this many prompts (keeps it O(n))
+_DP_WINDOW = 2048           # prefix_groups looks back at most this many prompts (O(n * window) work)
 
 
 @dataclass
