@@ -54,14 +54,15 @@ def build_prompts(tok, args) -> list[str]:
     return prompts
 
 
-def bench_generation(model, tok, prompts, batch_size, max_new_tokens):
+def bench_generation(model, tok, prompts, batch_size, max_new_tokens, backend="reference"):
     from sqltradeoff.generation import generate
 
     rows = {}
     outs = {}
     for bs in (batch_size, 1):
         c0 = time.process_time()
-        out, st = generate(model, tok, prompts, batch_size=bs, max_new_tokens=max_new_tokens, desc=f"batch {bs}")
+        out, st = generate(model, tok, prompts, batch_size=bs, max_new_tokens=max_new_tokens, desc=f"batch {bs}",
+                           backend=backend)
         st.cpu_s = time.process_time() - c0       # CPU seconds: comparable when the machine is shared
         outs[bs] = out
         rows[bs] = st
@@ -116,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=512, help="training sequence length (default 512)")
     ap.add_argument("--grad-accum", type=int, default=4, help="micro-batches per optimizer step (default 4)")
+    ap.add_argument("--backend", default="reference", choices=("reference", "prefix", "continuous"),
+                    help="generation backend (benchmarks/throughput/predict.py compares them side by side)")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args(argv)
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
     load_s = time.time() - t0
     prompts = build_prompts(tok, args)
     prompt_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    gen, same = bench_generation(model, tok, prompts, args.batch_size, args.max_new_tokens)
+    gen, same = bench_generation(model, tok, prompts, args.batch_size, args.max_new_tokens, args.backend)
     del model
     train = None
     if not args.no_train:
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
         f"({os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.machine()}); model load {load_s:.1f} s.",
         f"{len(prompts)} prompts, {min(prompt_lens)}-{max(prompt_lens)} tokens (mean "
-        f"{sum(prompt_lens) / len(prompt_lens):.0f}); greedy, max_new_tokens={args.max_new_tokens}; "
+        f"{sum(prompt_lens) / len(prompt_lens):.0f}); greedy, max_new_tokens={args.max_new_tokens}, "
+        f"backend {args.backend}; "
         f"outputs identical batched vs single: {same}/{len(prompts)}.",
         "",
         "| setting | wall s | CPU s | generated tokens | tokens/s (wall) | s per prompt |",

@@ -1,20 +1,43 @@
-"""Batched greedy generation for already-rendered prompts.
+"""Batched greedy generation for already-rendered prompts, with three interchangeable backends.
 
 Prompts are tokenised with `add_special_tokens=False` (the chat template already wrote any BOS),
-sorted by length (longest first: similar lengths share a batch, so little padding, and an
-out-of-memory shows up on the first batch), left-padded, generated greedily, cut at the first
-stop token (EOS or an end-of-turn token, see `modeling.stop_token_ids`), and returned in input
-order. Greedy decoding is deterministic, so batching changes speed, not the text (up to
-floating-point ties).
+generated greedily, cut at the first stop token (EOS or an end-of-turn token, see
+`modeling.stop_token_ids`), and returned in input order. Greedy decoding is deterministic, so the
+backend and the batching change speed, not the text (up to floating-point near-ties).
+
+Backends (`predict.backend`):
+
+* `reference`: prompts sorted by length (longest first: similar lengths share a batch, so little
+  padding, and an out-of-memory shows up on the first batch), left-padded, `model.generate`.
+* `prefix`: prompts that share a long token prefix (every question of one database shares the
+  system turn, instruction and schema) form a group (`prefix_groups`: sorted token lists,
+  split where that minimises the prefill tokens computed). The prefix's KV cache is computed once
+  per group; each batch copies it and runs only the question suffixes behind it. Suffixes are
+  left-padded *between* the prefix and the suffix, so the attention mask hides the pads and
+  `generate`'s position ids (cumulative sum of the mask) are those of the unpadded prompt.
+  Groups of one prompt (nothing to share) run as in `reference`.
+* `continuous`: transformers' continuous batching (`model.generate_batch`, paged attention;
+  full-attention models share equal KV blocks between requests, i.e. prefix caching at
+  `CB_BLOCK_SIZE`-token granularity). For CUDA (it runs on CPU too, slowly: tests only).
+
+Statistics: `prompt_tokens` (sum of prompt lengths), `prefill_tokens_computed` (prompt tokens run
+through the model, pads excluded: the reference computes every prompt token; prefix computes each
+group's prefix once plus the suffixes), `prefix_tokens_reused` (prompt tokens taken from a cache).
 """
 from __future__ import annotations
 
+import copy
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from .errors import UserError
+
+BACKENDS = ("reference", "prefix", "continuous")
+CB_BLOCK_SIZE = 32          # paged-cache block (tokens); prefixes are shared in whole blocks
+_DP_WINDOW = 2048           # prefix_groups looks back at most this many prompts (O(n * window) work)
 
 
 @dataclass
@@ -28,9 +51,27 @@ class GenerationStats:
     hit_max_new_tokens: int = 0        # outputs cut by max_new_tokens (no stop token)
     wall_time_s: float = 0.0
     tokens_per_s: float = 0.0          # generated tokens / wall time
+    backend: str = "reference"
+    prefix_groups: int = 0             # groups sharing one prefix cache (prefix backend)
+    prefill_tokens_computed: int | None = 0   # None: not known (continuous without its counter)
+    prefix_tokens_reused: int | None = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it can run here, else a one-line UserError (call before loading the model)."""
+    if backend not in BACKENDS:
+        raise UserError(f"params: predict.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "continuous":
+        from transformers import GenerationMixin
+        if not hasattr(GenerationMixin, "generate_batch"):
+            import transformers
+            raise UserError(f"predict.backend continuous needs transformers' continuous batching "
+                            f"(model.generate_batch), which transformers {transformers.__version__} lacks; "
+                            f"use predict.backend prefix or reference")
+    return backend
 
 
 def greedy_generation_config(tokenizer, model, max_new_tokens: int):
@@ -44,54 +85,217 @@ def greedy_generation_config(tokenizer, model, max_new_tokens: int):
                             temperature=None, top_p=None, top_k=None)
 
 
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prefix_groups(encoded: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+    """Partition prompts into groups that share a token prefix: [(prefix length, [prompt indices])].
+
+    The prompts are sorted by their tokens; a contiguous run of that order shares the minimum of its
+    neighbours' common-prefix lengths (capped so every prompt keeps at least one token to run). A
+    dynamic programme picks the split that minimises the prefill tokens computed (each group's prefix
+    once, plus every suffix), fewer groups breaking ties. A group of one has prefix length 0.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: (list(encoded[i]), i))
+    n = len(order)
+    if n == 0:
+        return []
+    adj = [_lcp(encoded[order[k]], encoded[order[k + 1]]) for k in range(n - 1)]
+    lens = [len(encoded[i]) for i in order]
+    # best[j] = (tokens computed, groups) for order[:j]; cut[j] = start of the last group
+    best: list[tuple[int, int]] = [(0, 0)] + [(0, 0)] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        shared, shortest, total = None, lens[j - 1], 0
+        choice = None
+        for i in range(j - 1, max(-1, j - 1 - _DP_WINDOW), -1):    # last group = order[i:j]
+            total += lens[i]
+            shortest = min(shortest, lens[i])
+            if i < j - 1:
+                shared = adj[i] if shared is None else min(shared, adj[i])
+            p = 0 if shared is None else min(shared, shortest - 1)
+            size = j - i
+            cost = total - (size - 1) * p if p > 0 else total
+            cand = (best[i][0] + cost, best[i][1] + 1)
+            if choice is None or cand < choice:
+                choice, cut[j] = cand, i
+        best[j] = choice
+    groups = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        members = order[i:j]
+        p = 0
+        if len(members) > 1:
+            p = min(min(adj[i:j - 1]), min(lens[i:j]) - 1)
+        groups.append((p, sorted(members)))
+        j = i
+    return groups[::-1]
+
+
+class _Collector:
+    """Cuts generated token lists at the first stop token, decodes them, counts, and drives the bar."""
+
+    def __init__(self, tokenizer, model, n_prompts: int, stats: GenerationStats, desc: str, progress: bool):
+        from tqdm import tqdm
+
+        from .modeling import stop_token_ids
+
+        self.tokenizer, self.stats = tokenizer, stats
+        self.stops = set(stop_token_ids(tokenizer, model))
+        self.outputs: list[str | None] = [None] * n_prompts
+        self.t0 = time.time()
+        self.bar = tqdm(total=n_prompts, desc=desc, unit="prompt", disable=not progress, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def add(self, indices: Sequence[int], generated: Sequence[Sequence[int]], batch: bool = True) -> None:
+        for i, tokens in zip(indices, generated):
+            tokens = list(tokens)
+            cut = next((k for k, t in enumerate(tokens) if t in self.stops), None)
+            if cut is None:
+                self.stats.hit_max_new_tokens += 1
+                kept, n_gen = tokens, len(tokens)
+            else:
+                kept, n_gen = tokens[:cut], cut + 1
+            self.stats.generated_tokens += n_gen
+            self.outputs[i] = self.tokenizer.decode(kept, skip_special_tokens=True)
+        if batch:
+            self.stats.batches += 1
+            self.bar.update(len(indices))
+            self.bar.set_postfix(tok_s=f"{self.stats.generated_tokens / max(time.time() - self.t0, 1e-9):.1f}")
+
+    def finish(self) -> list[str]:
+        self.bar.close()
+        st = self.stats
+        st.wall_time_s = round(time.time() - self.t0, 3)
+        st.tokens_per_s = round(st.generated_tokens / st.wall_time_s, 2) if st.wall_time_s > 0 else 0.0
+        return [o if o is not None else "" for o in self.outputs]
+
+
+def _padded_batch(rows: Sequence[Sequence[int]], prefix: Sequence[int], pad_id: int, device):
+    """input ids `prefix + pads + row` and the mask hiding the pads (pads sit between prefix and row)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    p = len(prefix)
+    ids = torch.full((len(rows), p + width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), p + width), dtype=torch.long)
+    if p:
+        ids[:, :p] = torch.tensor(list(prefix), dtype=torch.long)
+        mask[:, :p] = 1
+    for b, r in enumerate(rows):
+        ids[b, p + width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[b, p + width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _run_batches(model, encoded, members: Sequence[int], prefix_len: int, batch_size: int, gen_cfg,
+                 collect: _Collector, pad_id: int) -> None:
+    """Generate for `members` (longest suffix first), reusing one KV cache of their shared prefix."""
+    import torch
+
+    device = next(model.parameters()).device
+    prefix = list(encoded[members[0]][:prefix_len])
+    cache = None
+    if prefix_len:
+        out = model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device), use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        collect.stats.prefill_tokens_computed += prefix_len
+    order = sorted(members, key=lambda i: (-len(encoded[i]), i))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        rows = [encoded[i][prefix_len:] for i in idx]
+        input_ids, attention_mask = _padded_batch(rows, prefix, pad_id, device)
+        kwargs = {}
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            if len(idx) > 1:
+                past.batch_repeat_interleave(len(idx))
+            kwargs["past_key_values"] = past
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg, **kwargs)
+        collect.stats.prefill_tokens_computed += sum(len(r) for r in rows)
+        collect.stats.prefix_tokens_reused += prefix_len * len(idx)
+        collect.add(idx, out[:, input_ids.shape[1]:].tolist())
+
+
+def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cfg, collect: _Collector,
+                    progress: bool) -> None:
+    """All prompts through `model.generate_batch` (continuous batching, paged attention, shared blocks)."""
+    from transformers import ContinuousBatchingConfig
+
+    cuda = next(model.parameters()).device.type == "cuda"
+    blocks = sum(-(-(len(e) + max_new_tokens) // CB_BLOCK_SIZE) for e in encoded) + 1
+    cb_cfg = ContinuousBatchingConfig(          # on CUDA the cache is sized from free memory
+        block_size=CB_BLOCK_SIZE, allow_block_sharing=True, max_requests_per_batch=batch_size,
+        num_blocks=None if cuda else blocks,
+        max_batch_tokens=None if cuda else max(len(e) for e in encoded) * min(batch_size, len(encoded)))
+    attn = model.config._attn_implementation
+    cb_log = logging.getLogger("ContinuousBatchingLogger")     # silence its persistent-manager notice
+    level = cb_log.level
+    cb_log.setLevel(logging.ERROR)
+    try:
+        results = model.generate_batch([list(e) for e in encoded], generation_config=gen_cfg,
+                                       continuous_batching_config=cb_cfg, progress_bar=progress,
+                                       persistent_manager=True, warmup=cuda)
+        manager = getattr(model, "_cached_continuous_batching_manager", None)
+        cache = getattr(getattr(manager, "batch_processor", None), "cache", None)
+        reused = getattr(cache, "_total_prefix_length", None)
+    finally:
+        cb_log.setLevel(level)
+        if hasattr(model, "destroy_cached_continuous_batching_manager"):
+            model.destroy_cached_continuous_batching_manager()
+        if model.config._attn_implementation != attn:
+            model.set_attn_implementation(attn)
+    got = list(results.values())
+    if len(got) != len(encoded) or any(r.error is not None for r in got):
+        bad = len(encoded) - sum(r.error is None for r in got)
+        raise UserError(f"continuous batching failed for {bad} of {len(encoded)} prompts (see the log above); "
+                        f"use predict.backend prefix or reference")
+    st = collect.stats
+    st.batches = 1
+    st.prefix_tokens_reused = reused
+    st.prefill_tokens_computed = None if reused is None else st.prompt_tokens - reused
+    collect.add(range(len(encoded)), [r.generated_tokens for r in got], batch=False)
+    collect.bar.update(len(encoded))
+
+
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 128,
-             desc: str = "generate", progress: bool = True) -> tuple[list[str], GenerationStats]:
+             desc: str = "generate", progress: bool = True,
+             backend: str = "reference") -> tuple[list[str], GenerationStats]:
     """Greedy completions of `prompts` (in input order) and throughput statistics."""
     import torch
-    from tqdm import tqdm
 
-    from .modeling import stop_token_ids
-
+    check_backend(backend)
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError(f"predict.batch_size and predict.max_new_tokens must be positive "
                         f"(got {batch_size}, {max_new_tokens})")
-    stops = set(stop_token_ids(tokenizer, model))
     gen_cfg = greedy_generation_config(tokenizer, model, max_new_tokens)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise UserError(f"prompt {empty[0] + 1} is empty")
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-    outputs: list[str | None] = [None] * len(prompts)
     stats = GenerationStats(prompts=len(prompts), batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            prompt_tokens=sum(len(e) for e in encoded))
-    device = next(model.parameters()).device
-    t0 = time.time()
-    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+                            prompt_tokens=sum(len(e) for e in encoded), backend=backend)
+    collect = _Collector(tokenizer, model, len(prompts), stats, desc, progress and backend != "continuous")
+    pad_id = tokenizer.pad_token_id
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, padding_side="left",
-                                  return_tensors="pt")
-            input_ids = batch["input_ids"].to(device)
-            attention_mask = batch["attention_mask"].to(device)
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
-            new = out[:, input_ids.shape[1]:].tolist()
-            for i, tokens in zip(idx, new):
-                cut = next((k for k, t in enumerate(tokens) if t in stops), None)
-                if cut is None:
-                    stats.hit_max_new_tokens += 1
-                    kept, n_gen = tokens, len(tokens)
-                else:
-                    kept, n_gen = tokens[:cut], cut + 1
-                stats.generated_tokens += n_gen
-                outputs[i] = tokenizer.decode(kept, skip_special_tokens=True)
-            stats.batches += 1
-            elapsed = time.time() - t0
-            bar.update(len(idx))
-            bar.set_postfix(tok_s=f"{stats.generated_tokens / max(elapsed, 1e-9):.1f}")
-    bar.close()
-    stats.wall_time_s = round(time.time() - t0, 3)
-    stats.tokens_per_s = round(stats.generated_tokens / stats.wall_time_s, 2) if stats.wall_time_s > 0 else 0.0
-    return [o if o is not None else "" for o in outputs], stats
+        if backend == "continuous":
+            _run_continuous(model, encoded, batch_size, max_new_tokens, gen_cfg, collect, progress)
+        elif backend == "prefix":
+            groups = prefix_groups(encoded)
+            alone = sorted(i for p, members in groups if p == 0 for i in members)
+            stats.prefix_groups = sum(p > 0 for p, _ in groups)
+            for p, members in groups:
+                if p > 0:
+                    _run_batches(model, encoded, members, p, batch_size, gen_cfg, collect, pad_id)
+            if alone:
+                _run_batches(model, encoded, alone, 0, batch_size, gen_cfg, collect, pad_id)
+        else:
+            _run_batches(model, encoded, range(len(prompts)), 0, batch_size, gen_cfg, collect, pad_id)
+    return collect.finish(), stats

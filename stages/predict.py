@@ -4,7 +4,8 @@
 Each --job IN OUT reads IN (JSONL: id, db_id, question, gold_sql, hardness, prompt; the prompt
 already rendered with the chat template) and writes OUT (JSONL: id, db_id, question, gold_sql,
 pred_sql, raw_output, hardness), in IN's order. pred_sql is extracted from the raw output with
-sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens.
+sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens,
+predict.backend (reference | prefix | continuous; see sqltradeoff/generation.py).
 Generation statistics (wall time, tokens/s) go to stderr as one JSON line per job, and with
 --stats-dir DIR also to DIR/<OUT name>.json (e.g. metrics/predict/run1.json).
 
@@ -56,6 +57,7 @@ def main(argv=None):
     params = load_params(args.params)
     pred_cfg = section(params, "predict")
     batch_size, max_new_tokens = _positive_int(pred_cfg, "batch_size"), _positive_int(pred_cfg, "max_new_tokens")
+    backend = pred_cfg.get("backend", "reference")
     model_cfg = section(params, "model")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be positive")
@@ -82,13 +84,15 @@ def main(argv=None):
         jobs.append((src, dst, rows[: args.limit] if args.limit else rows))
 
     from sqltradeoff.extract import extract_sql
-    from sqltradeoff.generation import generate
+    from sqltradeoff.generation import check_backend, generate
     from sqltradeoff.modeling import load_model
+
+    check_backend(backend)                 # before the (slow) model load
 
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
     for src, dst, rows in jobs:
         outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, desc=Path(dst).stem)
+                                  max_new_tokens=max_new_tokens, desc=Path(dst).stem, backend=backend)
         preds = [{"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["gold_sql"],
                   "pred_sql": extract_sql(raw), "raw_output": raw, "hardness": r["hardness"]}
                  for r, raw in zip(rows, outputs)]

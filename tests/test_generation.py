@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from sqltradeoff.generation import generate
+from sqltradeoff.errors import UserError
+from sqltradeoff.generation import check_backend, generate, prefix_groups
 from sqltradeoff.modeling import load_model, stop_token_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,11 +106,114 @@ def test_merged_adapter_gives_same_predictions_as_unmerged(tiny_model_cfg, tmp_p
     assert a == b
 
 
+# ------------------------------------------------------------------ backends: prefix reuse, continuous batching
+
+SCHEMAS = {
+    "concert_singer": "CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);\n"
+                      "CREATE TABLE concert (concert_id INTEGER, stadium_id INTEGER, year TEXT);",
+    "stadium": "CREATE TABLE stadium (stadium_id INTEGER PRIMARY KEY, name TEXT, capacity INTEGER);",
+}
+
+
+def schema_prompts(tok) -> tuple[list[str], list[str]]:
+    """Prompts as the format stage writes them (instruction, schema, question), databases interleaved
+    (so grouping must reorder), suffixes of different lengths (padding between prefix and suffix),
+    and one prompt that shares nothing beyond the chat template."""
+    from sqltradeoff.prompts import user_text
+
+    dbs = ["concert_singer", "stadium"] * 3
+    prompts = [render(tok, user_text(q, SCHEMAS[db])) for q, db in zip(QUESTIONS, dbs)]
+    return prompts + [render(tok, "SELECT 1")], dbs + ["none"]
+
+
+def _token_lcp(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_prefix_groups_follow_the_shared_schema():
+    common = list(range(100, 110))                       # chat template + instruction: shared by all
+    a = [common + list(range(200, 240)) + [7, k] for k in range(5)]      # database A: 5 questions
+    b = [common + list(range(300, 330)) + [8, k, k] for k in range(3)]   # database B: 3 questions
+    lone = [common + [999]]                                              # shares only the template
+    encoded = [b[0], a[0], lone[0], a[1], b[1], a[2], a[3], b[2], a[4]]
+    groups = prefix_groups(encoded)
+    by_members = {tuple(m): p for p, m in groups}
+    assert by_members[(1, 3, 5, 6, 8)] == 51              # database A: common + schema + the shared 7
+    assert by_members[(0, 4, 7)] == 41
+    assert sorted(i for _, m in groups for i in m) == list(range(9))
+    # the lone prompt is better off alone than pulling a database group down to the template (10 tokens)
+    assert by_members[(2,)] == 0
+    # every member keeps at least one token to run
+    assert prefix_groups([[1, 2, 3], [1, 2, 3]]) == [(2, [0, 1])]
+    assert prefix_groups([]) == []
+
+
+def _backend_equals_reference(model, tok, backend, batch_size, max_new_tokens, n_prompts=None):
+    prompts = schema_prompts(tok)[0][:n_prompts]
+    ref, ref_stats = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              progress=False)
+    out, stats = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          progress=False, backend=backend)
+    assert out == ref
+    assert stats.generated_tokens == ref_stats.generated_tokens and stats.backend == backend
+    assert ref_stats.prefill_tokens_computed == ref_stats.prompt_tokens and ref_stats.prefix_tokens_reused == 0
+    return prompts, ref, stats
+
+
+def test_prefix_backend_equals_reference_and_counts_prefill(tiny):
+    model, tok = tiny
+    prompts, ref, stats = _backend_equals_reference(model, tok, "prefix", batch_size=2, max_new_tokens=12)
+    assert ref == [reference_generate(model, tok, p, 12) for p in prompts]     # unpadded, uncached
+    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    groups = prefix_groups(enc)
+    assert stats.prefix_groups == 2 == sum(p > 0 for p, _ in groups)
+    for p, members in groups:                          # the prefix of each database: its whole schema
+        if p:
+            assert {prompts[i].split("Question:")[0] for i in members} == {prompts[members[0]].split("Question:")[0]}
+            assert p == min(_token_lcp(enc[members[0]], enc[i]) for i in members[1:])
+    reused = sum(p * len(m) for p, m in groups)
+    assert stats.prefix_tokens_reused == reused > 0
+    assert stats.prefill_tokens_computed == stats.prompt_tokens - reused + sum(p for p, _ in groups)
+    assert stats.prefill_tokens_computed < stats.prompt_tokens / 2
+
+
+def test_continuous_backend_equals_reference(tiny):
+    model, tok = tiny
+    attn = model.config._attn_implementation
+    _, _, stats = _backend_equals_reference(model, tok, "continuous", batch_size=3, max_new_tokens=10)
+    assert model.config._attn_implementation == attn            # paged attention switched back
+    assert stats.prefill_tokens_computed is None or stats.prefill_tokens_computed <= stats.prompt_tokens
+
+
+def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
+    with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, continuous"):
+        check_backend("fast")
+    from transformers import GenerationMixin
+    owner = next(c for c in GenerationMixin.__mro__ if "generate_batch" in vars(c))
+    monkeypatch.delattr(owner, "generate_batch")
+    with pytest.raises(UserError, match="continuous batching"):
+        check_backend("continuous")
+    assert check_backend("prefix") == "prefix"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["prefix", "continuous"])
+def test_real_model_backend_equals_reference(smollm2_cfg, backend):
+    model, tok = load_model(smollm2_cfg)
+    # continuous batching is slow on CPU (paged attention in plain PyTorch): fewer prompts there
+    n, new = (None, 8) if backend == "prefix" else (4, 8)
+    _, ref, stats = _backend_equals_reference(model, tok, backend, batch_size=2, max_new_tokens=new, n_prompts=n)
+    assert all(o.strip() for o in ref)
+
+
 # ------------------------------------------------------------------ predict CLI
 
-def _write_project(tmp_path: Path, model_cfg: dict, rows: list[dict]) -> Path:
+def _write_project(tmp_path: Path, model_cfg: dict, rows: list[dict], **predict) -> Path:
     params = {"model": {k: v for k, v in model_cfg.items() if not k.startswith("_")},
-              "predict": {"batch_size": 2, "max_new_tokens": 6}}
+              "predict": {"batch_size": 2, "max_new_tokens": 6, **predict}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with (tmp_path / "eval.jsonl").open("w") as fh:
         for r in rows:
@@ -158,6 +262,29 @@ def test_predict_cli_bad_input_exits_2_and_writes_nothing(tiny, tiny_model_cfg, 
     assert res.stderr.startswith("error:") and "eval.jsonl:2" in res.stderr and "prompt" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (proj / "out.jsonl").exists()
+
+
+def test_predict_cli_prefix_backend_writes_the_reference_predictions(tiny, tiny_model_cfg, tmp_path):
+    model, tok = tiny
+    prompts, dbs = schema_prompts(tok)
+    rows = [{"id": f"dev-{i}", "db_id": db, "question": "q", "gold_sql": "SELECT 1", "hardness": "easy",
+             "prompt": p} for i, (p, db) in enumerate(zip(prompts, dbs))]
+    proj = _write_project(tmp_path, tiny_model_cfg, rows, backend="prefix")
+    res = _run_predict(proj, "--job", "eval.jsonl", "out.jsonl", "--stats-dir", "stats")
+    assert res.returncode == 0, res.stderr
+    expected = generate(model, tok, prompts, batch_size=2, max_new_tokens=6, progress=False)[0]
+    assert [json.loads(x)["raw_output"] for x in (proj / "out.jsonl").read_text().splitlines()] == expected
+    stats = json.loads((proj / "stats" / "out.json").read_text())
+    assert stats["backend"] == "prefix" and stats["prefill_tokens_computed"] < stats["prompt_tokens"]
+
+
+def test_predict_cli_bad_backend_exits_2_before_loading(tiny, tiny_model_cfg, tmp_path):
+    _, tok = tiny
+    cfg = dict(tiny_model_cfg, path=str(tmp_path / "no-such-model"))     # loading it would fail differently
+    proj = _write_project(tmp_path, cfg, _eval_rows(tok, 1), backend="turbo")
+    res = _run_predict(proj, "--job", "eval.jsonl", "out.jsonl")
+    assert res.returncode == 2 and "predict.backend" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_predict_cli_missing_adapter_exits_2(tiny, tiny_model_cfg, tmp_path):

@@ -1,0 +1,1 @@
+"""Throughput benchmarks of the stages, one module per stage, before/after variants side by side."""
