@@ -70,6 +70,8 @@ def _int_param(cfg: dict, key: str, default: int, minimum: int) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     params = load_params(args.params)
+    from sqltradeoff.cpu import apply_cpu_threads
+    apply_cpu_threads(params.get("cpu_threads", "auto"))   # before torch loads (sqltradeoff/cpu.py)
     cfg = section(params, "mmlu")
     method = cfg.get("method", "loglik")
     if method not in mmlu.METHODS:

@@ -55,6 +55,8 @@ def _positive_int(cfg: dict, key: str) -> int:
 def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
+    from sqltradeoff.cpu import apply_cpu_threads
+    apply_cpu_threads(params.get("cpu_threads", "auto"))   # before torch loads (sqltradeoff/cpu.py)
     pred_cfg = section(params, "predict")
     batch_size, max_new_tokens = _positive_int(pred_cfg, "batch_size"), _positive_int(pred_cfg, "max_new_tokens")
     backend = pred_cfg.get("backend", "reference")
