@@ -52,9 +52,11 @@ MISTRAL_7B_V02 = dict(
 
 # Default variants: "before" = the reference paths (what the issue measured), "after" = the fast ones.
 DEFAULT_VARIANTS = {
-    "predict": {"before": {"predict": {"backend": "reference"}}, "after": {"predict": {"backend": "prefix"}}},
-    "mmlu": {"before": {"mmlu": {"scoring": "reference"}}, "after": {"mmlu": {"scoring": "batched"}}},
-    "train": {"before": {}, "after": {"train": {"use_liger_kernel": True}}},
+    "predict": {"before": {"predict": {"backend": "reference"}}, "prefix": {"predict": {"backend": "prefix"}},
+                "after": {"predict": {"backend": "continuous"}}},
+    "mmlu": {"before": {"mmlu": {"scoring": "reference", "batch_size": 8}},
+             "after": {"mmlu": {"scoring": "batched", "batch_size": 512, "batch_tokens": 262144}}},
+    "train": {"before": {"train": {"use_liger_kernel": False}}, "after": {"train": {"use_liger_kernel": True}}},
 }
 
 
@@ -262,6 +264,29 @@ def cmd_merge(a) -> int:
     return 0
 
 
+def cmd_timings(a) -> int:
+    """`run` rows from the stage timings of a study run through scripts/stage_plan.py: for each
+    run, train one epoch + predict the dev set + MMLU (the issue's "one run of the study")."""
+    stages = {}
+    for line in Path(a.timings).read_text().splitlines():
+        if line.strip():
+            t = json.loads(line)
+            if t.get("rc") == 0:
+                stages[t["stage"]] = t
+    rows = []
+    for run in sorted({n.split("@", 1)[1] for n in stages if n.startswith("train@")}):
+        parts = [f"train@{run}", f"predict@{run}", f"mmlu@{run}"]
+        if all(p in stages for p in parts):
+            rows.append({"stage": "run", "model": a.model, "variant": a.variant, "run": run,
+                         "seconds": round(sum(stages[p]["seconds"] for p in parts), 1),
+                         "details": {p: stages[p]["seconds"] for p in parts}, "card": a.card,
+                         "date": stages[parts[-1]]["finished"],
+                         "command": "python3 scripts/stage_plan.py run --plan PLAN " + " ".join(parts)})
+    Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
+    print(markdown(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -285,8 +310,14 @@ def main(argv=None) -> int:
     r.add_argument("--out", required=True)
     m = sub.add_parser("merge")
     m.add_argument("files", nargs="+")
+    t = sub.add_parser("timings", help="`run` rows from a study's stage timings")
+    t.add_argument("timings")
+    t.add_argument("--model", default="qwen2.5-0.5b")
+    t.add_argument("--variant", default="after")
+    t.add_argument("--card", required=True)
+    t.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge}[a.cmd](a)
+    return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge, "timings": cmd_timings}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -231,9 +231,11 @@ def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cf
 
     cuda = next(model.parameters()).device.type == "cuda"
     blocks = sum(-(-(len(e) + max_new_tokens) // CB_BLOCK_SIZE) for e in encoded) + 1
-    cb_cfg = ContinuousBatchingConfig(          # on CUDA the cache is sized from free memory
+    # The paged cache holds exactly what the prompts need; on CUDA the batch-token budget is solved from
+    # at most a quarter of the free memory, so other processes on the card (training) keep theirs.
+    cb_cfg = ContinuousBatchingConfig(
         block_size=CB_BLOCK_SIZE, allow_block_sharing=True, max_requests_per_batch=batch_size,
-        num_blocks=None if cuda else blocks,
+        num_blocks=blocks, max_memory_percent=0.25 if cuda else None,
         max_batch_tokens=None if cuda else max(len(e) for e in encoded) * min(batch_size, len(encoded)))
     attn = model.config._attn_implementation
     cb_log = logging.getLogger("ContinuousBatchingLogger")     # silence its persistent-manager notice
