@@ -11,7 +11,7 @@ It also sets `OMP_WAIT_POLICY=PASSIVE` when the variable is unset and torch is n
 (libgomp reads it once, when torch loads): OpenMP worker threads then sleep at a barrier instead
 of spinning on a core. On cores shared with another job, a spinning thread takes CPU time from the
 thread the barrier waits for. Measured with benchmarks/bench_cpu_threads.py (a LoRA step of a
-SmolLM2-135M-shaped model, 2 threads): on the 2-core AMD EPYC (AVX2) with other jobs running
+SmolLM2-135M-shaped model, 2 threads): on the 2-core AMD EPYC (Zen 4, AVX-512) with other jobs running
 (load 8-9), 24.5 s -> 3.2 s per step, and 42.4 s -> 4.5 s with one more busy process; on 2
 pinned cores of an Intel Xeon host, alone 1.35 s (libgomp's default) vs 1.46 s (PASSIVE), with one
 busy process 33 s vs 2.0 s. Call it before importing torch (the stages do), or the policy is left
