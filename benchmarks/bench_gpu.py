@@ -204,7 +204,7 @@ def cmd_prepare(a):
     flen = [len(tok(d["prompt"], add_special_tokens=False)["input_ids"]) for d in dev_few]
     print(f"dev: {len(dev_raw)} questions, {len(dev)} with a database here")
 
-    subjects = params["data"]["mmlu"]["subjects"]
+    subjects = params["sample"].get("mmlu_subjects") or params["data"]["mmlu"].get("subjects")
     per_subject = int(params["sample"]["mmlu_per_subject"])
     mroot = data / "mmlu" / "data"
 
