@@ -18,6 +18,8 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
         raise UserError(f"{path}: parameters file not found (run from the project root or pass --params)")
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the parameters file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(params, dict):
@@ -53,8 +55,25 @@ def resolve_path(value: str | os.PathLike, base: Path) -> Path:
     return Path(os.path.normpath(here))
 
 
+def _path_value(value: Any, key: str) -> str:
+    """A path-valued param: a non-empty string (YAML may give a number, a list or a mapping)."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"params: {key} must be a path or name (a string), got {value!r}")
+    return value
+
+
 def _resolve_paths(params: dict[str, Any], base: Path) -> None:
+    for name in ("data", "model", "runs"):
+        if name in params and params[name] is not None and not isinstance(params[name], dict):
+            raise UserError(f"params: `{name}` must be a mapping, got {params[name]!r}")
     data = params.get("data")
+    if isinstance(data, dict) and data.get("mirror_dir") is not None:
+        _path_value(data["mirror_dir"], "data.mirror_dir")
+    model = params.get("model")
+    if isinstance(model, dict):
+        for key in ("path", "cache_dir"):
+            if model.get(key) is not None:
+                _path_value(model[key], f"model.{key}")
     if isinstance(data, dict) and data.get("mirror_dir"):
         data["mirror_dir"] = str(resolve_path(data["mirror_dir"], base))
     model = params.get("model")
@@ -82,6 +101,9 @@ def run_config(params: dict[str, Any], run: str) -> dict[str, Any]:
         raise UserError(f"params: unknown run `{run}` (runs defined: {known})")
     base = dict(section(params, "train"))
     overrides = runs[run] or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"params: runs.{run} must be a mapping of `train` keys to values "
+                        f"(e.g. `learning_rate: 2.0e-4`), got {overrides!r}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise UserError(f"params: runs.{run} sets unknown training key(s) {', '.join(unknown)}; "

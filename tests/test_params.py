@@ -64,3 +64,47 @@ def test_paths_resolve_to_the_origin_repo_inside_a_queued_experiment(tmp_path):
     params = load_params(ws / "params.yaml")
     assert params["model"]["path"] == "org/name"  # a hub id stays a hub id
     assert params["model"]["cache_dir"] == str(repo / ".cache" / "models")
+
+
+BAD_PARAMS = [
+    ("data: {source: mirror, mirror_dir: 5}\n", "data.mirror_dir must be a path or name (a string), got 5"),
+    ("data: {source: mirror, mirror_dir: [a, b]}\n", "data.mirror_dir must be a path or name (a string), got ['a', 'b']"),
+    ("model: {path: 5}\n", "model.path must be a path or name (a string), got 5"),
+    ("model: {path: x.gguf, cache_dir: [a]}\n", "model.cache_dir must be a path or name (a string), got ['a']"),
+    ("runs: [run1, run2]\n", "`runs` must be a mapping, got ['run1', 'run2']"),
+    ("model: 5\n", "`model` must be a mapping, got 5"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_PARAMS)
+def test_wrongly_typed_params_are_one_line_errors(tmp_path, text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError) as exc:
+        load_params(f)
+    assert message in str(exc.value)
+
+
+def test_a_run_that_is_not_a_mapping_is_refused(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train: {learning_rate: 1.0}\nruns:\n  run1: 5\n")
+    with pytest.raises(UserError, match=r"runs.run1 must be a mapping of `train` keys.*got 5"):
+        run_config(load_params(f), "run1")
+
+
+@pytest.mark.parametrize("content", [b"data: {mirror_dir: caf\xe9}\n", b"train: {lora_r: 8}\nruns: [run1, run2]\n"])
+def test_a_stage_reports_bad_params_in_one_line(tmp_path, content):
+    """Through a real stage (download, which every `dvc repro` runs first): exit 2, one `error:`
+    line naming the problem, no traceback, nothing written."""
+    import subprocess
+    import sys
+    f = tmp_path / "params.yaml"
+    f.write_bytes(content)
+    out = tmp_path / "raw"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "download.py"), "spider", "--out", str(out),
+                           "--params", str(f)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    assert ("not UTF-8" in lines[0]) if b"\xe9" in content else ("`runs` must be a mapping" in lines[0])
