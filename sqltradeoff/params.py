@@ -116,9 +116,12 @@ def parse_n(value: Any, what: str) -> int | None:
     """A sample size: a positive int, or `all`/null for everything (returned as None)."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
         return None
+    # bools are ints to Python and 1.9 would truncate to 1: both are refused, not read as a size
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}")
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}") from None
     if n <= 0:
         raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}")

@@ -108,3 +108,14 @@ def test_a_stage_reports_bad_params_in_one_line(tmp_path, content):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
     assert ("not UTF-8" in lines[0]) if b"\xe9" in content else ("`runs` must be a mapping" in lines[0])
+
+
+@pytest.mark.parametrize("value", [1.9, True, False, 0, -3, "ten", float("inf"), float("nan"), [5]])
+def test_sample_sizes_that_are_not_positive_integers_are_refused(value):
+    with pytest.raises(UserError, match=r"sample.spider_dev_n must be a positive integer or `all`"):
+        parse_n(value, "sample.spider_dev_n")
+
+
+@pytest.mark.parametrize("value,expected", [(30, 30), (30.0, 30), ("12", 12), ("all", None), (None, None)])
+def test_sample_sizes_accepted(value, expected):
+    assert parse_n(value, "sample.spider_dev_n") == expected
