@@ -31,3 +31,27 @@ def require(path: Path) -> Path:
     if not Path(path).exists():
         pytest.skip(_reason(path))
     return Path(path)
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def guarded_db_copy(tmp_path_factory, name: str):
+    """A generator for a module fixture: a fresh copy of concert_singer under a `<db_id>/` folder;
+    on teardown it checks that hostile SQL changed neither the copy nor the original, and left no
+    file beside it (journal, attached database)."""
+    import shutil
+
+    from sqltradeoff import sqlexec
+
+    root = tmp_path_factory.mktemp(name)
+    dest = root / "concert_singer" / "concert_singer.sqlite"
+    dest.parent.mkdir()
+    shutil.copyfile(CONCERT_SINGER_DB, dest)
+    before = sha256(dest)
+    yield root
+    sqlexec.close_all()
+    assert sorted(p.name for p in root.rglob("*")) == ["concert_singer", "concert_singer.sqlite"]
+    assert sha256(dest) == before == sha256(CONCERT_SINGER_DB)

@@ -10,14 +10,11 @@ The basic metric tests (evaluate() on the real databases, db_id checks) are in t
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from shared_paths import CONCERT_SINGER_DB, needs
+from shared_paths import CONCERT_SINGER_DB, guarded_db_copy, needs
 from sqltradeoff import deepeval_metric, sqlexec
 
 pytestmark = needs(CONCERT_SINGER_DB)
@@ -32,21 +29,9 @@ PRINTF_1E9 = "SELECT printf('%.*c', 1e9, 'x')"
 LIKE_WITHIN_LIMITS = "SELECT printf('%.*c', 999000, 'a') LIKE '%' || printf('%.*c', 990, 'a') || 'b'"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def db_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("metric_db")
-    dest = root / "concert_singer" / "concert_singer.sqlite"
-    dest.parent.mkdir()
-    shutil.copyfile(CONCERT_SINGER_DB, dest)
-    before = _sha256(dest)
-    yield root
-    sqlexec.close_all()
-    assert sorted(p.name for p in root.rglob("*")) == ["concert_singer", "concert_singer.sqlite"]
-    assert _sha256(dest) == before == _sha256(CONCERT_SINGER_DB)
+    yield from guarded_db_copy(tmp_path_factory, "metric_db")
 
 
 def _case(pred: str, gold: str = GOLD, question: str = "q"):

@@ -8,11 +8,9 @@ HARD_KILL_SLACK_S + MARGIN, where MARGIN covers a worker fork and a loaded 2-cor
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
@@ -20,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from shared_paths import CONCERT_SINGER_DB, REPO, guarded_db_copy, needs
 from sqltradeoff import sqlexec
 from sqltradeoff.execution import score_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SQLTRADEOFF_SHARED_DATA") or REPO.parent / "shared" / "data")
-SRC_DB = SHARED / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
-
-pytestmark = pytest.mark.skipif(not SRC_DB.is_file(), reason=f"{SRC_DB} not found "
-                                                             f"(set SQLTRADEOFF_SHARED_DATA)")
+pytestmark = needs(CONCERT_SINGER_DB)
 
 LIMIT = 1.0
 # The statements "within limits" are single SQLite steps of 1.5-6 s on a fast core (LIKE of a
@@ -65,21 +59,9 @@ HOSTILE = {
 }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def db_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile_db")
-    dest = root / "concert_singer" / "concert_singer.sqlite"
-    dest.parent.mkdir()
-    shutil.copyfile(SRC_DB, dest)
-    before = _sha256(dest)
-    yield root
-    sqlexec.close_all()
-    assert sorted(p.name for p in root.rglob("*")) == ["concert_singer", "concert_singer.sqlite"]
-    assert _sha256(dest) == before == _sha256(SRC_DB)
+    yield from guarded_db_copy(tmp_path_factory, "hostile_db")
 
 
 def _score(db_dir: Path, preds: list[str], **kw):
