@@ -21,7 +21,6 @@ import csv
 import hashlib
 import os
 import shutil
-import sqlite3
 import sys
 import tarfile
 import tempfile
@@ -34,7 +33,6 @@ from .errors import UserError
 from .io import read_json, write_json, write_jsonl
 
 LETTERS = ("A", "B", "C", "D")
-SQLITE_MAGIC = b"SQLite format 3\x00"
 SPIDER_FIELDS = ("db_id", "question", "query")
 STANDIN_TRAIN = "spider_derived/train_spider.question_query_db_id.json"
 
@@ -159,32 +157,18 @@ def load_tables(path: Path) -> list[dict]:
 
 
 def check_sqlite(path: Path) -> None:
-    """A whole SQLite database: the header's magic, a file as long as the header's page count
-    says, and `PRAGMA quick_check` on a read-only connection (a truncated or damaged copy --
-    e.g. in a mirror without MANIFEST.sha256 -- would otherwise surface as gold-query errors)."""
-    with path.open("rb") as fh:
-        header = fh.read(100)
-    if header[:16] != SQLITE_MAGIC:
-        raise UserError(f"{path}: not a SQLite database (bad header)")
-    size = path.stat().st_size
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    n_pages = int.from_bytes(header[28:32], "big")
-    header_valid = header[24:28] == header[92:96] and n_pages > 0   # SQLite's rule for the in-header size
-    if len(header) < 100 or (header_valid and size < n_pages * page_size) or size % max(page_size, 1):
-        raise UserError(f"{path}: truncated SQLite database ({size} bytes; its header says {n_pages} pages "
-                        f"of {page_size} bytes): replace it with a complete copy")
+    """A whole SQLite database (`sqlexec.check_database`: header, size, `PRAGMA quick_check` on a
+    read-only connection), as a one-line error naming the file: a truncated or damaged copy --
+    e.g. in a mirror without MANIFEST.sha256 -- would otherwise surface as gold-query errors."""
+    from .sqlexec import check_database
+
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            result = con.execute("PRAGMA quick_check").fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path}: damaged SQLite database ({exc}): replace it with a complete copy") from None
-    if result != [("ok",)]:
-        raise UserError(f"{path}: damaged SQLite database (quick_check: {result[0][0]}): "
-                        f"replace it with a complete copy")
+        check_database(path)
+    except ValueError as exc:
+        kind, detail = getattr(exc, "kind", "damaged"), getattr(exc, "detail", str(exc))
+        if kind == "header":
+            raise UserError(f"{path}: not a SQLite database (bad header)") from None
+        raise UserError(f"{path}: {kind} SQLite database ({detail}): replace it with a complete copy") from None
 
 
 def find_databases(db_root: Path) -> dict[str, Path]:

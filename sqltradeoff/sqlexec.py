@@ -186,33 +186,46 @@ def _get(db_path: str | os.PathLike) -> _Conn:
         return entry
 
 
-def check_database(db_path: str | os.PathLike) -> None:
-    """`ValueError` saying what is wrong unless `db_path` is a complete, undamaged SQLite file.
+class DatabaseFault(ValueError):
+    """What is wrong with a database file: `kind` is `header`, `truncated` or `damaged`."""
 
-    Checks the header (magic string; file size = page size x the header's page count) and runs
-    `PRAGMA quick_check` on a private read-only connection (about 4 ms per Spider database).
+    def __init__(self, kind: str, message: str, detail: str):
+        super().__init__(message)
+        self.kind, self.detail = kind, detail
+
+
+def check_database(db_path: str | os.PathLike) -> None:
+    """`DatabaseFault` (a `ValueError`) saying what is wrong unless `db_path` is a complete,
+    undamaged SQLite file.
+
+    Checks the header (magic string; a size that is a whole number of pages, and at least the
+    header's page count when that count is valid) and runs `PRAGMA quick_check` on a private
+    read-only connection (about 4 ms per Spider database). One check for the scorer and the
+    download stage (`data.check_sqlite`).
     """
     path = Path(db_path)
     with path.open("rb") as fh:
         head = fh.read(100)
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        raise ValueError("not an SQLite database (bad header)")
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    n_pages = int.from_bytes(head[28:32], "big")
-    valid_count = head[24:28] == head[92:96] and n_pages > 0
+    if not head.startswith(b"SQLite format 3\x00"):
+        raise DatabaseFault("header", "not an SQLite database (bad header)", "bad header")
     size = path.stat().st_size
-    if valid_count and size < n_pages * page_size:
-        raise ValueError(f"truncated: {size} bytes, the header says {n_pages} pages of {page_size}")
+    page_size = int.from_bytes(head[16:18], "big") if len(head) >= 18 else 0
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(head[28:32], "big") if len(head) >= 32 else 0
+    valid_count = len(head) == 100 and head[24:28] == head[92:96] and n_pages > 0
+    if len(head) < 100 or (valid_count and size < n_pages * page_size) or size % max(page_size, 1):
+        detail = f"{size} bytes, the header says {n_pages} pages of {page_size}"
+        raise DatabaseFault("truncated", f"truncated: {detail}", detail)
     conn = sqlite3.connect(_uri(path.resolve()), uri=True)
     try:
         result = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.Error as exc:
-        raise ValueError(f"damaged ({exc})") from None
+        raise DatabaseFault("damaged", f"damaged ({exc})", str(exc)) from None
     finally:
         conn.close()
     if result != [("ok",)]:
-        raise ValueError(f"damaged ({'; '.join(str(r[0]) for r in result[:3])})")
+        detail = "; ".join(str(r[0]) for r in result[:3])
+        raise DatabaseFault("damaged", f"damaged ({detail})", f"quick_check: {detail}")
 
 
 _INHERITED: list = []
