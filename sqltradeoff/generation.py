@@ -85,6 +85,15 @@ def greedy_generation_config(tokenizer, model, max_new_tokens: int):
                             temperature=None, top_p=None, top_k=None)
 
 
+def copied_cache(cache, n: int):
+    """A copy of a one-row prefix KV cache repeated for a batch of `n` rows (the model writes
+    into the cache it is given, so every batch gets its own)."""
+    past = copy.deepcopy(cache)
+    if n > 1:
+        past.batch_repeat_interleave(n)
+    return past
+
+
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -214,10 +223,7 @@ def _run_batches(model, encoded, members: Sequence[int], prefix_len: int, batch_
         input_ids, attention_mask = _padded_batch(rows, prefix, pad_id, device)
         kwargs = {}
         if cache is not None:
-            past = copy.deepcopy(cache)
-            if len(idx) > 1:
-                past.batch_repeat_interleave(len(idx))
-            kwargs["past_key_values"] = past
+            kwargs["past_key_values"] = copied_cache(cache, len(idx))
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg, **kwargs)
         collect.stats.prefill_tokens_computed += sum(len(r) for r in rows)
         collect.stats.prefix_tokens_reused += prefix_len * len(idx)

@@ -31,7 +31,6 @@ Methods:
 """
 from __future__ import annotations
 
-import copy
 import math
 import re
 import time
@@ -39,6 +38,7 @@ from collections import Counter, defaultdict
 from typing import Callable, Protocol, Sequence
 
 from .errors import UserError
+from .generation import copied_cache
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 CONTINUATIONS: tuple[str, ...] = tuple(" " + letter for letter in LETTERS)
@@ -288,10 +288,7 @@ class HFLetterScorer:
                 positions[b, pad:] = torch.arange(shared, shared + len(tail))
             kwargs = {}
             if cache is not None:
-                past = copy.deepcopy(cache)
-                if len(batch) > 1:
-                    past.batch_repeat_interleave(len(batch))
-                kwargs["past_key_values"] = past
+                kwargs["past_key_values"] = copied_cache(cache, len(batch))
             with torch.inference_mode():
                 logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
                                     position_ids=positions.to(self.device),
@@ -447,10 +444,7 @@ class BatchedHFLetterScorer(HFLetterScorer):
         if isinstance(kv, list):  # broadcast views: the prefix tensors are read, never written
             return DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv],
                                 config=getattr(self.model, "config", None))
-        past = copy.deepcopy(kv)
-        if n > 1:
-            past.batch_repeat_interleave(n)
-        return past
+        return copied_cache(kv, n)
 
     def score(self, prefix: str, suffixes: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         import torch
