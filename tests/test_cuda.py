@@ -349,3 +349,41 @@ def test_bf16_lora_without_quantisation_lowers_the_loss(tiny_mistral, tmp_path):
     before = completion_loss(base, tok, data)
     after = completion_loss(apply_adapter(base, tmp_path / "m" / "adapter", merge=False), tok, data)
     assert after < before - 0.5, (before, after)
+
+
+@pytest.mark.parametrize("backend", ["prefix", "continuous"])
+def test_fast_backends_match_the_reference_in_bf16(tiny_mistral, tmp_path, backend):
+    """`predict.backend` prefix / continuous on CUDA in bf16: the same text as the reference batched
+    path, except where bf16 rounding in another batch shape flips a near tie (at most one prompt)."""
+    from sqltradeoff.generation import generate
+    from sqltradeoff.modeling import load_model
+
+    model, tok = load_model(model_cfg(tiny_mistral, False, tmp_path))
+    schema = "Tables: singer(id, name, country, age), stadium(id, name, capacity). "
+    prompts = [tok.apply_chat_template([{"role": "user", "content": schema + q}], tokenize=False,
+                                       add_generation_prompt=True) for q in QUESTIONS]
+    ref, _ = generate(model, tok, prompts, batch_size=4, max_new_tokens=16, progress=False)
+    out, stats = generate(model, tok, prompts, batch_size=4, max_new_tokens=16, progress=False, backend=backend)
+    assert stats.backend == backend and any(ref)
+    differ = [i for i, (a, b) in enumerate(zip(ref, out)) if a != b]
+    assert len(differ) <= 1, (differ, [(ref[i], out[i]) for i in differ])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel not installed")
+def test_liger_kernel_training_lowers_the_loss_like_the_reference(tiny_mistral, tmp_path):
+    """`use_liger_kernel: true` (TRL applies liger's fused kernels): the loss falls as without it."""
+    from sqltradeoff.modeling import apply_adapter, load_model, load_tokenizer
+    from sqltradeoff.training import train
+
+    cfg_m = model_cfg(tiny_mistral, False, tmp_path)
+    tok = load_tokenizer(cfg_m)
+    data = rows(tok)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, data)
+    cfg = {**CFG, "padding_free": True, "attention": "torch_varlen", "gradient_checkpointing": False,
+           "use_liger_kernel": True}
+    train(cfg, cfg_m, path, tmp_path / "m", tmp_path / "metrics")
+    base, tok = load_model(cfg_m)
+    before = completion_loss(base, tok, data)
+    after = completion_loss(apply_adapter(base, tmp_path / "m" / "adapter", merge=False), tok, data)
+    assert after < before - 0.5, (before, after)
