@@ -129,9 +129,9 @@ def md_table(headers, rows) -> str:
 
 def build_tokenizer(spm: Path, dest: Path):
     """Convert the Mistral SentencePiece model to a fast tokenizer directory with the chat template."""
-    import hashlib
-
     from transformers import AutoTokenizer
+
+    from sqltradeoff.io import sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(spm, Path(tmp) / "tokenizer.model")
@@ -145,7 +145,7 @@ def build_tokenizer(spm: Path, dest: Path):
     dest.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(dest)
     (dest / "tokenizer.model").unlink(missing_ok=True)   # the fast tokenizer.json is all that is needed
-    sha = hashlib.sha256(Path(spm).read_bytes()).hexdigest()
+    sha = sha256_file(spm)
     (dest / "SOURCE.json").write_text(json.dumps({"spm": str(spm), "sha256": sha}, indent=2))
     return AutoTokenizer.from_pretrained(dest)
 
@@ -928,6 +928,7 @@ def phase_mmlu(a, bench, model, tok, log, results):
     import torch
 
     from sqltradeoff import mmlu
+    from sqltradeoff.answers import LETTERS
 
     test, dev = bench["mmlu_test"], bench["mmlu_dev"]
     res = results.setdefault("mmlu", {"questions": len(test), "k_shot": 5})
@@ -946,7 +947,7 @@ def phase_mmlu(a, bench, model, tok, log, results):
         log(f"mmlu {key}: {len(test)} questions in {dt:.1f} s; {dict(scorer.stats)}")
     a_rows, b_rows = preds["reuse"], preds["recompute"]
     agree = sum(x["pred"] == y["pred"] for x, y in zip(a_rows, b_rows))
-    maxdiff = max(abs(x["logprobs"][L] - y["logprobs"][L]) for x, y in zip(a_rows, b_rows) for L in "ABCD")
+    maxdiff = max(abs(x["logprobs"][L] - y["logprobs"][L]) for x, y in zip(a_rows, b_rows) for L in LETTERS)
     res["agreement"] = agree
     res["max_abs_logprob_diff"] = maxdiff
     log(f"mmlu: reuse vs recompute predictions agree {agree}/{len(test)}, max |logprob diff| {maxdiff:.3g}")

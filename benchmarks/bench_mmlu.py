@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     import torch
 
     from sqltradeoff import mmlu
+    from sqltradeoff.answers import LETTERS
     from sqltradeoff.modeling import load_model
 
     if args.threads:
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
             rows, m = mmlu.evaluate(subset, dev, method="loglik", k_shot=args.k_shot, scorer=scorer,
                                     batch_size=args.batch_size, progress=False)
             out[reuse_prefix] = (rows, m["seconds"])
-        diff = max(abs(a["logprobs"][L] - b["logprobs"][L]) for a, b in zip(out[True][0], out[False][0]) for L in "ABCD")
+        diff = max(abs(a["logprobs"][L] - b["logprobs"][L]) for a, b in zip(out[True][0], out[False][0]) for L in LETTERS)
         same_pred = all(a["pred"] == b["pred"] for a, b in zip(out[True][0], out[False][0]))
         reuse = (len(subset), out[True][1], out[False][1], diff, same_pred)
         print("reuse", reuse, flush=True)
@@ -126,8 +127,8 @@ def main(argv=None) -> int:
     rows_ = [(k, v[0]) for k, v in results.items()] + ([("generate", gen)] if gen else [])
     for name, m in rows_:
         subj = ", ".join(f"{s.replace('high_school_', 'hs_')} {v['accuracy']:.2f}" for s, v in m["by_subject"].items())
-        pd = "/".join(str(m["pred_distribution"][L]) for L in "ABCD")
-        gd = "/".join(str(m["gold_distribution"][L]) for L in "ABCD")
+        pd = "/".join(str(m["pred_distribution"][L]) for L in LETTERS)
+        gd = "/".join(str(m["gold_distribution"][L]) for L in LETTERS)
         extra = f" (unparsed {m['unparsed']})" if name == "generate" else ""
         lines.append(f"| {name}{extra} | {m['accuracy']:.3f} | {subj} | {pd} | {gd} | {m['bias']:.3f} | "
                      f"{m['seconds']:.0f} | {m['n'] / max(m['seconds'], 1e-9):.2f} |")

@@ -18,21 +18,19 @@ with small fake inputs.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from .answers import LETTERS
 from .errors import UserError
-from .io import read_json, write_json, write_jsonl
+from .io import atomic_dir, read_json, sha256_file, write_json, write_jsonl
 
-LETTERS = ("A", "B", "C", "D")
 SPIDER_FIELDS = ("db_id", "question", "query")
 STANDIN_TRAIN = "spider_derived/train_spider.question_query_db_id.json"
 
@@ -43,14 +41,6 @@ def warn(msg: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # checksums
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_sha256_manifest(path: Path) -> dict[str, str]:
@@ -99,33 +89,6 @@ def verify_sha256(path: Path, expected: str | None) -> str:
         raise UserError(f"{path.name}: sha256 {digest} does not match the expected {expected} "
                         f"(corrupt or partial download; the file was removed, run again)")
     return digest
-
-
-# --------------------------------------------------------------------------------------------
-# atomic output directory
-
-
-@contextmanager
-def staging_dir(out: Path) -> Iterator[Path]:
-    """A temporary directory next to `out`, renamed to `out` when the block completes."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old.{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +186,7 @@ def write_spider(out: Path, *, train: list[dict], dev: list[dict], tables_path: 
         raise UserError(f"{tables_path}: no schema for database(s) {', '.join(no_schema)} used by the questions")
     from tqdm import tqdm
 
-    with staging_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         write_jsonl(tmp / "train.jsonl", train_kept)
         write_jsonl(tmp / "dev.jsonl", dev_kept)
         shutil.copyfile(tables_path, tmp / "tables.json")
@@ -515,7 +478,7 @@ def hub_mmlu_rows(rows: Iterable[dict], subject: str, split: str) -> list[dict]:
 
 
 def write_mmlu(out: Path, test: list[dict], dev: list[dict], manifest: dict) -> dict:
-    with staging_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         write_jsonl(tmp / "test.jsonl", test)
         write_jsonl(tmp / "dev.jsonl", dev)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}

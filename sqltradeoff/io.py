@@ -1,16 +1,23 @@
-"""Small, strict file helpers shared by the stages: JSON/JSONL read and atomic write.
+"""Small, strict file helpers shared by the stages: JSON/JSONL read, atomic file and directory
+writes, file checksums.
 
 Readers turn every fault a file can have into a one-line `UserError` naming the file (and the
 line): not UTF-8, not JSON, nested too deeply, an integer too long to convert, and (with
 `allow_nan=False`) the non-standard constants NaN/Infinity. Writers write a temporary file
-and rename it, so a crash never leaves a half-written file; `write_texts` writes several files
-all-or-nothing, and `check_writable` says before any work whether an output can be written.
+and rename it, so a crash never leaves a half-written file (`atomic_write_text`,
+`atomic_write_bytes`, `write_json`, `write_jsonl`); `write_texts` writes several files
+all-or-nothing; `atomic_dir` builds a whole directory beside its final place and renames it there
+when complete; `check_writable` says before any work whether an output can be written.
+`sha256_file` is the one file checksum (hex sha256).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -106,20 +113,39 @@ def _encode(path: Path, text: str) -> bytes:
         raise UserError(f"{path}: cannot write text that is not valid Unicode ({exc.reason})") from None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of the file at `path`, read `chunk` bytes at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` as UTF-8 to `path` atomically (a temporary file beside it, then a rename)."""
     write_texts([(Path(path), text)])
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (a temporary file beside it, then a rename)."""
+    _write_files([(Path(path), bytes(data))])
 
 
 def write_texts(items: Sequence[tuple[str | os.PathLike, str]]) -> None:
     """Write every `(path, text)` atomically, all or nothing as far as the OS allows: all
     temporary files are written first; if one fails or a rename fails, the temporary files
     and the files already renamed into place by this call are removed, and the error is raised."""
+    _write_files([(Path(path), text) for path, text in items])
+
+
+def _write_files(items: Sequence[tuple[Path, str | bytes]]) -> None:
+    """`write_texts` for text (encoded as UTF-8 here) or bytes."""
     staged: list[tuple[Path, str]] = []
     placed: list[Path] = []
     try:
-        for path, text in items:
-            path = Path(path)
-            data = _encode(path, text)
+        for path, content in items:
+            data = content if isinstance(content, bytes) else _encode(path, content)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged.append((path, tmp))
@@ -138,6 +164,33 @@ def write_texts(items: Sequence[tuple[str | os.PathLike, str]]) -> None:
         raise
 
 
+@contextmanager
+def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """A temporary directory beside `out` (a hidden `.<name>.*.tmp`), renamed to `out` when the
+    block completes; a previous `out` is moved aside first and removed after the rename. When the
+    block raises (a `KeyboardInterrupt` too, and SIGTERM where the caller turns it into one with
+    `interrupt.signals_raise`, as the download stage does), the temporary directory is removed and
+    `out` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old.{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def dumps_json(obj: Any, allow_nan: bool = True) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=allow_nan) + "\n"
 
@@ -148,11 +201,11 @@ def dumps_jsonl(rows: Iterable[dict], allow_nan: bool = True) -> str:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (a crash never leaves a half-written file)."""
-    _atomic_write_text(Path(path), dumps_json(obj))
+    atomic_write_text(path, dumps_json(obj))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     """Write JSONL atomically; returns the number of rows."""
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]
-    _atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)

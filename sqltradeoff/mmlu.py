@@ -37,10 +37,10 @@ import time
 from collections import Counter, defaultdict
 from typing import Callable, Protocol, Sequence
 
+from .answers import LETTERS
 from .errors import UserError
 from .generation import copied_cache
 
-LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 CONTINUATIONS: tuple[str, ...] = tuple(" " + letter for letter in LETTERS)
 METHODS: tuple[str, ...] = ("loglik", "debiased", "pride", "generate")
 REQUIRED_FIELDS = ("id", "subject", "question", "choices", "answer")

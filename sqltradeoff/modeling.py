@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .io import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ def _offline_hint() -> str:
             "or set HF_HUB_OFFLINE=1 to use only the local Hugging Face cache")
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _gguf_cache_key(gguf: Path) -> str:
     """sha256 of the file, memoised per (realpath, size, mtime) so later loads skip hashing."""
     st = gguf.stat()
@@ -116,7 +108,7 @@ def _gguf_cache_key(gguf: Path) -> str:
         return memo.read_text().strip()
     except OSError:
         pass
-    digest = _sha256(gguf)
+    digest = sha256_file(gguf, chunk=1 << 22)
     try:
         memo.write_text(digest)
     except OSError:
@@ -160,19 +152,12 @@ def convert_gguf(gguf: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{target.name}.tmp-"))
-        try:
+        with atomic_dir(target) as tmp:   # replaces a stale partial copy without marker
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             (tmp / _CONVERTED_MARKER).write_text(json.dumps(
                 {"gguf": str(gguf.resolve()), "sha256": _gguf_cache_key(gguf),
                  "size": gguf.stat().st_size, "seconds": round(time.time() - t0, 1)}, indent=2))
-            if target.exists():          # stale partial copy without marker
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         print(f"converted in {time.time() - t0:.0f} s", file=sys.stderr)
     return target
 

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import stats
+from .answers import LETTERS
 from .errors import UserError
-from .io import iter_jsonl, read_json, write_json, _atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, iter_jsonl, read_json, write_json
 from .params import section
 
 SPIDER_BASES = ("base_zeroshot", "base_fewshot")
@@ -40,7 +40,6 @@ HARDNESS_ORDER = ("easy", "medium", "hard", "extra")
 ERROR_ORDER = ("syntax_error", "unknown_table", "unknown_column", "wrong_result", "empty_result",
                "timeout", "forbidden", "other_error")
 CHANCE = 0.25
-LETTERS = ("A", "B", "C", "D")
 ALPHA = 0.05
 
 
@@ -914,15 +913,9 @@ def render_markdown(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> 
 # plots
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = BytesIO()
+    fig.savefig(buf, dpi=130, bbox_inches="tight", format="png")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_data(inp: Inputs, sp: dict, mm: dict, fr: dict | None = None) -> dict[str, list[dict]]:
@@ -1064,6 +1057,6 @@ def run_report(params: dict, out_dir: Path, paths: Paths = Paths()) -> dict:
     render_plots(inp, sp, mm, plots, fr)
     for name, rows in pdata.items():
         write_json(plots / f"{name}.json", rows)
-    _atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.md", md)
     write_json(out_dir / "summary.json", summary)
     return {"summary": summary, "warnings": inp.warnings, "markdown": md}

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable
 
 from .checkpoints import HASH_FILE, _prepare_checkpoints, checkpoint_problem, checkpoints, latest_checkpoint  # noqa: F401 (re-exported)
 from .errors import UserError
-from .io import read_jsonl, write_json
+from .io import atomic_dir, read_jsonl, sha256_file, write_json
 
 TRAIN_KEYS = ("epochs", "max_steps", "max_length", "batch_size", "grad_accum", "learning_rate",
               "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
@@ -144,14 +144,6 @@ def tokenize_examples(rows: Iterable[dict], tokenizer, max_length: int) -> tuple
         "max_tokens": max(lengths) if lengths else 0,
     }
     return examples, stats
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(cfg: dict, model_cfg: dict, data_sha256: str) -> str:
@@ -374,7 +366,7 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     from trl import SFTTrainer
 
     model = _add_lora(model, cfg, settings)
-    digest = config_hash(cfg, model_cfg, file_sha256(data_path))
+    digest = config_hash(cfg, model_cfg, sha256_file(data_path))
     # data parallel (accelerate launch): rank 0 prepares the checkpoint directory and logs to DVCLive;
     # the other ranks wait for it, then resume from the same checkpoint
     main_process = args.process_index == 0
@@ -438,13 +430,9 @@ def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, re
 
 def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_dir: Path) -> None:
     adapter_dir = out_dir / "adapter"
-    tmp = out_dir / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
-    write_json(tmp / "training_info.json", info)
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    os.replace(tmp, adapter_dir)
+    with atomic_dir(adapter_dir) as tmp:
+        trainer.model.save_pretrained(str(tmp))
+        write_json(tmp / "training_info.json", info)
     # checkpoints exist to resume an interrupted run; a finished run starts afresh next time
     shutil.rmtree(ckpt_dir, ignore_errors=True)
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from sqltradeoff import prompts
-from sqltradeoff.data import staging_dir
 from sqltradeoff.errors import UserError, stage_main
-from sqltradeoff.io import read_json, read_jsonl, write_json, write_jsonl
+from sqltradeoff.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from sqltradeoff.params import load_params, section
 from sqltradeoff.sampling import pick_few_shot
 
@@ -102,7 +101,7 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
         "max_length": max_length,
         "train_over_max_length": over,
     }
-    with staging_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         write_jsonl(tmp / "train.jsonl", train_rows)
         write_jsonl(tmp / "eval_zeroshot.jsonl", zero)
         write_jsonl(tmp / "eval_fewshot.jsonl", few)

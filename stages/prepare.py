@@ -26,9 +26,8 @@ import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 import argparse
 from pathlib import Path
 
-from sqltradeoff.data import staging_dir
 from sqltradeoff.errors import UserError, stage_main
-from sqltradeoff.io import read_json, read_jsonl, write_json, write_jsonl
+from sqltradeoff.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from sqltradeoff.params import load_params, parse_n, section
 from sqltradeoff.sampling import sample_per_group, sample_rows
 
@@ -158,7 +157,7 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) 
         },
         "sources": {"spider": raw_sp.get("source"), "mmlu": raw_mm.get("source")},
     }
-    with staging_dir(out) as tmp:  # the folder is replaced only when complete
+    with atomic_dir(out) as tmp:  # the folder is replaced only when complete
         write_jsonl(tmp / "spider_train.jsonl", train_s)
         write_jsonl(tmp / "spider_dev.jsonl", dev_s)
         write_jsonl(tmp / "mmlu_test.jsonl", mmlu_test)

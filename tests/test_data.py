@@ -14,7 +14,7 @@ import pytest
 
 from sqltradeoff import data
 from sqltradeoff.errors import UserError
-from sqltradeoff.io import read_json, read_jsonl
+from sqltradeoff.io import read_json, read_jsonl, sha256_file
 from shared_paths import SHARED, SPIDER, needs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_mirror_spider_counts_and_exclusions(tmp_path):
     files = sorted(p.relative_to(out).as_posix() for p in (out / "database").rglob("*") if p.is_file())
     assert len(files) == m["counts"]["databases"] == 163
     assert all(f.endswith(".sqlite") for f in files)
-    assert m["files"]["dev.jsonl"] == data.sha256_file(out / "dev.jsonl")
+    assert m["files"]["dev.jsonl"] == sha256_file(out / "dev.jsonl")
     assert m["verified_against"] == "MANIFEST.sha256"
     assert read_json(out / "manifest.json")["counts"] == m["counts"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
@@ -101,7 +101,7 @@ def make_mirror(root: Path, with_manifest: bool = True) -> Path:
         (mm / split / f"philosophy_{split}.csv").write_text(
             "".join(f'"Q{i}, with comma",a,b,c,d,{"ABCD"[i % 4]}\n' for i in range(n)))
     if with_manifest:
-        lines = [f"{data.sha256_file(p)}  {p.relative_to(root).as_posix()}"
+        lines = [f"{sha256_file(p)}  {p.relative_to(root).as_posix()}"
                  for p in sorted(root.rglob("*")) if p.is_file()]
         (root / "MANIFEST.sha256").write_text("\n".join(lines) + "\n")
     return root

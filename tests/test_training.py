@@ -347,7 +347,7 @@ def test_data_parallel_launch_runs_the_stage_once_per_process_and_writes_once(ti
     assert info["steps"] == 1 and info["examples_used"] == 4
     rows = (proj / "metrics/train/run1/plots/metrics/loss.tsv").read_text().splitlines()[1:]
     assert [int(r.split("\t")[0]) for r in rows] == list(range(1, info["steps"] + 1))   # logged once per step
-    assert not list((proj / "models/run1").glob(".adapter.tmp*"))
+    assert not list((proj / "models/run1").glob(".adapter.*"))
     assert not (proj / "models/run1/checkpoints").exists()    # removed once, by rank 0, after the adapter
 
 

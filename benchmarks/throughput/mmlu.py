@@ -104,12 +104,14 @@ def _run(variant, model, tokenizer, test, dev, k_shot, batch_size, batch_tokens,
 
 
 def _compare(rows, ref_rows):
+    from sqltradeoff.answers import LETTERS
+
     if ref_rows is None:
         return None, None
     diff, same = 0.0, True
     for a, b in zip(rows, ref_rows):
         same &= a["pred"] == b["pred"] and a["debiased_pred"] == b["debiased_pred"]
-        diff = max(diff, *(abs(a[k][L] - b[k][L]) for k in ("logprobs", "content_logprobs") for L in "ABCD"))
+        diff = max(diff, *(abs(a[k][L] - b[k][L]) for k in ("logprobs", "content_logprobs") for L in LETTERS))
     return diff, bool(same)
 
 
