@@ -72,7 +72,11 @@ def device_settings(load_in_4bit: bool = False) -> DeviceSettings:
     return DeviceSettings("cpu", torch.float32, False)
 
 
-def _cfg(model_cfg: dict) -> tuple[str, str | None, bool, Path]:
+def _cfg(model_cfg) -> tuple[str, str | None, bool, Path]:
+    from .config import ModelConfig, as_mapping
+
+    if isinstance(model_cfg, ModelConfig):   # the typed `model` section (config.py)
+        model_cfg = as_mapping(model_cfg)
     if not isinstance(model_cfg, dict):
         raise UserError("params: section `model` must be a mapping with `path`")
     path = model_cfg.get("path")

@@ -7,12 +7,21 @@ from typing import Any
 
 import yaml
 
+from .config import Config, bad_value, build_config, size, _Bad
 from .errors import UserError
 
 DEFAULT_PARAMS = "params.yaml"
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+class Params(dict):
+    """params.yaml as parsed (paths resolved), every value checked; `.config` is the typed
+    configuration (`config.Config`) the stages read."""
+    config: Config
+
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> Params:
+    """Read and check the parameters file once: a `Params` mapping whose `.config` is the typed
+    `config.Config` (run overrides merged); any bad value is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: parameters file not found (run from the project root or pass --params)")
@@ -25,7 +34,9 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     _resolve_paths(params, path.resolve().parent)
-    return params
+    out = Params(params)
+    out.config = build_config(params)
+    return out
 
 
 def experiment_origin(directory: Path) -> Path | None:
@@ -93,36 +104,21 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def config_of(params: dict[str, Any]) -> Config:
+    """The typed configuration of `params` (a `load_params` result, or a plain mapping: checked now)."""
+    cfg = getattr(params, "config", None)
+    return cfg if isinstance(cfg, Config) else build_config(params)
+
+
 def run_config(params: dict[str, Any], run: str) -> dict[str, Any]:
-    """The training configuration of one run: `train` updated with `runs.<run>`."""
-    runs = params.get("runs") or {}
-    if run not in runs:
-        known = ", ".join(sorted(runs)) or "none"
-        raise UserError(f"params: unknown run `{run}` (runs defined: {known})")
-    base = dict(section(params, "train"))
-    overrides = runs[run] or {}
-    if not isinstance(overrides, dict):
-        raise UserError(f"params: runs.{run} must be a mapping of `train` keys to values "
-                        f"(e.g. `learning_rate: 2.0e-4`), got {overrides!r}")
-    unknown = sorted(set(overrides) - set(base))
-    if unknown:
-        raise UserError(f"params: runs.{run} sets unknown training key(s) {', '.join(unknown)}; "
-                        f"known keys are those of `train`")
-    base.update(overrides)
-    return base
+    """The training configuration of one run as a dict: `train` updated with `runs.<run>`, checked,
+    optional keys filled in (`config.Config.run` gives the `TrainConfig`)."""
+    return config_of(params).run(run).as_dict()
 
 
 def parse_n(value: Any, what: str) -> int | None:
     """A sample size: a positive int, or `all`/null for everything (returned as None)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-        return None
-    # bools are ints to Python and 1.9 would truncate to 1: both are refused, not read as a size
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}")
     try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}") from None
-    if n <= 0:
-        raise UserError(f"params: {what} must be a positive integer or `all`, got {value!r}")
-    return n
+        return size(value)
+    except _Bad as exc:
+        raise bad_value(what, exc.allowed, value) from None

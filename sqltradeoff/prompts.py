@@ -18,29 +18,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .config import SCHEMA_MODES, PromptConfig  # noqa: F401 (SCHEMA_MODES re-exported)
 from .errors import UserError
 from .schema import db_path, schema_text
 
-SCHEMA_MODES = ("create_table", "none")
 INSTRUCTION_SCHEMA = ("Write a SQLite query that answers the question about the database below. "
                       "Reply with the SQL query only.")
 INSTRUCTION_NO_SCHEMA = "Write a SQL query that answers the question. Reply with the SQL query only."
 
 
-def check_prompt_cfg(cfg: dict) -> dict:
-    """`params.prompt` with defaults filled in and values checked."""
-    schema = cfg.get("schema", "create_table")
-    if schema is None:
-        schema = "none"
-    if schema not in SCHEMA_MODES:
-        raise UserError(f"params: prompt.schema must be one of {', '.join(SCHEMA_MODES)}, got {schema!r}")
-    out = {"schema": schema}
-    for key, default in (("sample_rows", 0), ("few_shot", 3)):
-        v = cfg.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise UserError(f"params: prompt.{key} must be a non-negative integer, got {v!r}")
-        out[key] = v
-    return out
+def prompt_config(cfg: PromptConfig | dict) -> PromptConfig:
+    """`params.prompt` as a checked `PromptConfig` (a mapping is checked here)."""
+    return cfg if isinstance(cfg, PromptConfig) else PromptConfig.build(cfg)
+
+
+def check_prompt_cfg(cfg: PromptConfig | dict) -> dict:
+    """`params.prompt` with defaults filled in and values checked, as a dict (schema, sample_rows,
+    few_shot; the format manifest records it)."""
+    return prompt_config(cfg).as_dict()
 
 
 def user_text(question: str, schema: str | None, examples: Sequence[dict] = ()) -> str:
@@ -55,10 +50,11 @@ def user_text(question: str, schema: str | None, examples: Sequence[dict] = ()) 
     return "\n\n".join(parts)
 
 
-def schema_for(db_dir: str | Path, db_id: str, cfg: dict) -> str | None:
-    if cfg["schema"] == "none":
+def schema_for(db_dir: str | Path, db_id: str, cfg: PromptConfig | dict) -> str | None:
+    cfg = prompt_config(cfg)
+    if cfg.schema == "none":
         return None
-    return schema_text(db_path(db_dir, db_id), cfg["sample_rows"])
+    return schema_text(db_path(db_dir, db_id), cfg.sample_rows)
 
 
 def messages(user: str, answer: str | None = None) -> list[dict]:

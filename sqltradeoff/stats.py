@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 from .errors import UserError
 
-CI_METHODS = ("percentile", "bca", "basic", "wilson")
+from .config import CI_METHODS  # noqa: E402,F401 (one definition: the report section checks it)
 
 
 @dataclass(frozen=True)

@@ -47,59 +47,31 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .checkpoints import HASH_FILE, _prepare_checkpoints, checkpoint_problem, checkpoints, latest_checkpoint  # noqa: F401 (re-exported)
+from .config import REQUIRED, TrainConfig, as_mapping
 from .errors import UserError
 from .io import atomic_dir, read_jsonl, sha256_file, write_json
 
-TRAIN_KEYS = ("epochs", "max_steps", "max_length", "batch_size", "grad_accum", "learning_rate",
-              "lr_scheduler", "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
-              "optim_cuda", "optim_cpu", "gradient_checkpointing", "save_steps", "save_total_limit", "seed")
+_SPECS = {f.name: f.metadata["default"] for f in fields(TrainConfig) if "check" in f.metadata}
+TRAIN_KEYS = tuple(k for k, d in _SPECS.items() if d is REQUIRED)
 # Optional keys and their defaults (the reference study's recipe).
-TRAIN_DEFAULTS = {"padding_free": False, "attention": "sdpa", "fp32_upcast": True, "use_liger_kernel": False}
+TRAIN_DEFAULTS = {k: d for k, d in _SPECS.items() if d is not REQUIRED}
 # Keys that do not change the trained weights (excluded from the resume hash).
 _NO_RESULT_KEYS = ("save_steps", "save_total_limit")
 
 
-def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a run's train settings; returns them with the optional keys' defaults filled in."""
-    missing = [k for k in TRAIN_KEYS if k not in cfg]
-    if missing:
-        raise UserError(f"params: train is missing key(s) {', '.join(missing)}")
-    cfg = {**TRAIN_DEFAULTS, **cfg}
-    checks = {
-        "epochs": lambda v: isinstance(v, (int, float)) and v > 0,
-        "max_steps": lambda v: isinstance(v, int) and (v == -1 or v > 0),
-        "max_length": lambda v: isinstance(v, int) and v > 0,
-        "batch_size": lambda v: isinstance(v, int) and v > 0,
-        "grad_accum": lambda v: isinstance(v, int) and v > 0,
-        "learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
-        "warmup_ratio": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
-        "lora_r": lambda v: isinstance(v, int) and v > 0,
-        "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
-        "lora_dropout": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
-        "target_modules": lambda v: (isinstance(v, list) and v and all(isinstance(x, str) for x in v))
-        or v == "all-linear",
-        "save_steps": lambda v: isinstance(v, int) and v > 0,
-        "save_total_limit": lambda v: isinstance(v, int) and v > 0,
-        "seed": lambda v: isinstance(v, int),
-        "gradient_checkpointing": lambda v: isinstance(v, bool),
-        "padding_free": lambda v: isinstance(v, bool),
-        "fp32_upcast": lambda v: isinstance(v, bool),
-        "use_liger_kernel": lambda v: isinstance(v, bool),
-        "attention": lambda v: isinstance(v, str) and bool(v.strip()),
-    }
-    for key, ok in checks.items():
-        if not ok(cfg[key]):
-            raise UserError(f"params: train.{key} has an invalid value {cfg[key]!r}")
-    from .attention import TORCH_VARLEN
+def train_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
+    """A run's train settings as a checked `TrainConfig` (a mapping is checked here: config.py)."""
+    return cfg if isinstance(cfg, TrainConfig) else TrainConfig.build(cfg)
 
-    if cfg["attention"] == TORCH_VARLEN and not cfg["padding_free"] and cfg["batch_size"] > 1:
-        raise UserError(f"params: train.attention {TORCH_VARLEN!r} needs train.padding_free: true when "
-                        f"train.batch_size > 1 (it takes no padded batches)")
-    return cfg
+
+def validate_config(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """Check a run's train settings; returns them as a dict with the optional keys' defaults filled in."""
+    return train_config(cfg).as_dict()
 
 
 # ---------------------------------------------------------------- data
@@ -214,7 +186,7 @@ def pin_single_gpu(environ=os.environ) -> bool:
 
 def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLike) -> dict[str, Any]:
     """The `SFTConfig` arguments of a run on the device `settings` (modeling.device_settings)."""
-    cfg = {**TRAIN_DEFAULTS, **cfg}
+    cfg = validate_config(cfg)
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=float(cfg["epochs"]),
@@ -254,7 +226,7 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
 def check_liger(cfg: dict[str, Any], settings) -> None:
     """`train.use_liger_kernel: true` needs a CUDA GPU and the liger-kernel package (checked before
     the model loads)."""
-    if not cfg["use_liger_kernel"]:
+    if not train_config(cfg).use_liger_kernel:
         return
     if settings.device != "cuda":
         raise UserError("params: train.use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU "
@@ -312,7 +284,7 @@ def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool
             trainer.remove_callback(stop.callback)
 
 
-def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, out_dir: str | os.PathLike,
+def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.PathLike, out_dir: str | os.PathLike,
           metrics_dir: str | os.PathLike, callbacks: list | None = None,
           trainer_hook: Callable | None = None, *, model=None, tokenizer=None, live=None) -> dict[str, Any]:
     """Train one LoRA adapter; write `<out>/adapter` (+ training_info.json) and `<metrics_dir>/metrics.json`.
@@ -327,44 +299,25 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     SIGINT/SIGTERM stop training within seconds with `interrupt.TrainingInterrupted` (a
     KeyboardInterrupt); the complete checkpoints are kept for a resume.
     """
-    cfg = validate_config(cfg)
+    cfg = validate_config(cfg)        # a dict: the config hash and training_info.json record it
+    model_cfg = as_mapping(model_cfg)
     data_path, out_dir, metrics_dir = Path(data_path), Path(out_dir), Path(metrics_dir)
     rows = read_jsonl(data_path, required=("prompt", "completion"))
     if not rows:
         raise UserError(f"{data_path}: no training examples")
     if (model is None) != (tokenizer is None):
         raise ValueError("train(): pass both `model` and `tokenizer`, or neither")
+    ckpt_dir = out_dir / "checkpoints"
+    settings, args = _settings(cfg, model_cfg, ckpt_dir)
 
     from transformers import set_seed
-    from trl import SFTConfig
 
-    from .attention import TORCH_VARLEN, register_torch_varlen
-    from .modeling import device_settings, load_model
+    from .modeling import load_model
 
-    if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
-        register_torch_varlen()
-    settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
-    check_liger(cfg, settings)
-    ckpt_dir = out_dir / "checkpoints"
-    try:   # checked before anything slow or destructive
-        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
-    except ValueError as exc:   # unknown scheduler / optimizer name, ...
-        raise UserError(f"params: invalid training setting: {exc}") from None
     set_seed(cfg["seed"])
     if model is None:
         model, tokenizer = load_model(model_cfg, for_training=True)
-    examples, data_stats = tokenize_examples(rows, tokenizer, cfg["max_length"])
-    if not examples:
-        raise UserError(f"{data_path}: all {data_stats['examples_total']} examples are longer than "
-                        f"train.max_length={cfg['max_length']} tokens (or have an empty completion); "
-                        f"raise train.max_length")
-    if data_stats["examples_dropped_too_long"]:
-        print(f"dropped {data_stats['examples_dropped_too_long']} of {data_stats['examples_total']} examples "
-              f"longer than max_length={cfg['max_length']} tokens", file=sys.stderr)
-
-    from datasets import Dataset
-    from trl import SFTTrainer
-
+    examples, data_stats = _examples(rows, tokenizer, cfg["max_length"], data_path)
     model = _add_lora(model, cfg, settings)
     digest = config_hash(cfg, model_cfg, sha256_file(data_path))
     # data parallel (accelerate launch): rank 0 prepares the checkpoint directory and logs to DVCLive;
@@ -373,13 +326,16 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     with args.main_process_first(local=False, desc="checkpoint preparation"):
         resume_from = (_prepare_checkpoints(ckpt_dir, digest, int(cfg["max_steps"])) if main_process
                        else latest_checkpoint(ckpt_dir))
-
     start_step = int(resume_from.name.split("-")[1]) if resume_from else 0
     live_callbacks = []
     if main_process and live is not False:
         if live is None:
             live = _open_live(metrics_dir, resume_step=start_step if resume_from else None)
         live_callbacks.append(_live_callback(live))
+
+    from datasets import Dataset
+    from trl import SFTTrainer
+
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer,
                          callbacks=[*live_callbacks, *(callbacks or [])])
@@ -394,6 +350,37 @@ def train(cfg: dict[str, Any], model_cfg: dict, data_path: str | os.PathLike, ou
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
         _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir)
     return info
+
+
+def _settings(cfg: dict[str, Any], model_cfg: dict, ckpt_dir: Path):
+    """(device settings, `SFTConfig`), every setting checked before anything slow or destructive."""
+    from trl import SFTConfig
+
+    from .attention import TORCH_VARLEN, register_torch_varlen
+    from .modeling import device_settings
+
+    if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
+        register_torch_varlen()
+    settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
+    check_liger(cfg, settings)
+    try:
+        args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
+    except ValueError as exc:   # unknown scheduler / optimizer name, ...
+        raise UserError(f"params: invalid training setting: {exc}") from None
+    return settings, args
+
+
+def _examples(rows: list[dict], tokenizer, max_length: int, data_path: Path) -> tuple[list[dict], dict]:
+    """`tokenize_examples`, refusing a file with no usable example and warning about dropped ones."""
+    examples, data_stats = tokenize_examples(rows, tokenizer, max_length)
+    if not examples:
+        raise UserError(f"{data_path}: all {data_stats['examples_total']} examples are longer than "
+                        f"train.max_length={max_length} tokens (or have an empty completion); "
+                        f"raise train.max_length")
+    if data_stats["examples_dropped_too_long"]:
+        print(f"dropped {data_stats['examples_dropped_too_long']} of {data_stats['examples_total']} examples "
+              f"longer than max_length={max_length} tokens", file=sys.stderr)
+    return examples, data_stats
 
 
 def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, resume_from, start_step,

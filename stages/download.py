@@ -28,7 +28,8 @@ from pathlib import Path
 from sqltradeoff import data
 from sqltradeoff.errors import UserError, stage_main
 from sqltradeoff.interrupt import Interrupted, signals_raise
-from sqltradeoff.params import load_params, section
+from sqltradeoff.config import as_mapping
+from sqltradeoff.params import load_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,26 +54,32 @@ def main(argv=None) -> int:
         return exc.exit_status
 
 
+def _source(cfg, name: str) -> dict:
+    """`data.spider` / `data.mmlu` as the data functions take it (a mapping)."""
+    if getattr(cfg, name) is None:
+        raise UserError(f"params: section `data.{name}` is missing or not a mapping")
+    return as_mapping(getattr(cfg, name))
+
+
 def download(args) -> int:
-    params = load_params(args.params)
-    cfg = section(params, "data")
-    source = cfg.get("source")
+    cfg = load_params(args.params).config.need("data")     # every value checked (sqltradeoff/config.py)
+    source = cfg.source
     base = args.params.resolve().parent
     if source not in ("mirror", "hub"):
         raise UserError(f"params: data.source must be `mirror` or `hub`, got {source!r}")
     if args.dataset == "spider":
         if source == "mirror":
-            m = data.spider_from_mirror(cfg.get("mirror_dir"), args.out, base=base)
+            m = data.spider_from_mirror(cfg.mirror_dir, args.out, base=base)
         else:
             args.cache_dir.mkdir(parents=True, exist_ok=True)
-            m = data.spider_from_hub(section(cfg, "spider"), args.out, args.cache_dir)
+            m = data.spider_from_hub(_source(cfg, "spider"), args.out, args.cache_dir)
         c = m["counts"]
         print(f"spider ({m['source']}): train {c['train']['kept']}/{c['train']['source']} kept, "
               f"dev {c['dev']['kept']}/{c['dev']['source']} kept, {c['databases']} databases -> {args.out}")
     else:
-        mcfg = section(cfg, "mmlu")
+        mcfg = _source(cfg, "mmlu")
         if source == "mirror":
-            m = data.mmlu_from_mirror(cfg.get("mirror_dir"), mcfg, args.out, base=base)
+            m = data.mmlu_from_mirror(cfg.mirror_dir, mcfg, args.out, base=base)
         else:
             args.cache_dir.mkdir(parents=True, exist_ok=True)
             m = data.mmlu_from_hub(mcfg, args.out, args.cache_dir)

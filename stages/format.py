@@ -26,7 +26,7 @@ import numpy as np
 from sqltradeoff import prompts
 from sqltradeoff.errors import UserError, stage_main
 from sqltradeoff.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
-from sqltradeoff.params import load_params, section
+from sqltradeoff.params import load_params
 from sqltradeoff.sampling import pick_few_shot
 
 
@@ -52,12 +52,12 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
                max_length: int | None = None) -> dict:
     from tqdm import tqdm
 
-    cfg = prompts.check_prompt_cfg(prompt_cfg)
+    pcfg = prompts.prompt_config(prompt_cfg)   # a PromptConfig (a mapping is checked here)
     pman = read_json(prepared / "manifest.json")
     seed = pman.get("seed") if isinstance(pman, dict) else None
     train = read_jsonl(prepared / "spider_train.jsonl", ("id", "db_id", "question", "query"))
     dev = read_jsonl(prepared / "spider_dev.jsonl", ("id", "db_id", "question", "query", "hardness"))
-    shots = pick_few_shot(train, cfg["few_shot"], seed)
+    shots = pick_few_shot(train, pcfg.few_shot, seed)
 
     def tok_lens(texts: list[str], batch: int = 512) -> list[int]:
         out: list[int] = []
@@ -67,13 +67,13 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
 
     train_rows = []
     for r in tqdm(train, desc="format train", unit="ex", file=sys.stderr, mininterval=2):
-        user = prompts.user_text(r["question"], prompts.schema_for(db_dir, r["db_id"], cfg))
+        user = prompts.user_text(r["question"], prompts.schema_for(db_dir, r["db_id"], pcfg))
         prompt, completion = prompts.render(tokenizer, user, r["query"])
         train_rows.append({"id": r["id"], "db_id": r["db_id"], "messages": prompts.messages(user, r["query"]),
                            "prompt": prompt, "completion": completion})
     zero, few = [], []
     for r in tqdm(dev, desc="format eval", unit="ex", file=sys.stderr, mininterval=2):
-        schema = prompts.schema_for(db_dir, r["db_id"], cfg)
+        schema = prompts.schema_for(db_dir, r["db_id"], pcfg)
         base = {"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["query"],
                 "hardness": r["hardness"]}
         zp, _ = prompts.render(tokenizer, prompts.user_text(r["question"], schema))
@@ -87,7 +87,7 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
     f_len = tok_lens([r["prompt"] for r in few])
     over = sum(n > max_length for n in t_len) if max_length else None
     manifest = {
-        "prompt": cfg,
+        "prompt": pcfg.as_dict(),
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "seed": seed,
         "few_shot_ids": [s["id"] for s in shots],
@@ -112,13 +112,12 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokeni
 @stage_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    params = load_params(args.params)
-    prompt_cfg = section(params, "prompt")
-    prompts.check_prompt_cfg(prompt_cfg)  # fail fast, before loading a tokenizer
-    max_length = (params.get("train") or {}).get("max_length")
+    config = load_params(args.params).config      # every value checked, before loading a tokenizer
+    prompt_cfg = config.need("prompt")
+    max_length = (config.train or {}).get("max_length")
     from sqltradeoff.modeling import load_tokenizer
 
-    tokenizer = load_tokenizer(section(params, "model"))
+    tokenizer = load_tokenizer(config.need("model"))
     m = format_all(args.prepared, args.db_dir, args.out, prompt_cfg, tokenizer, max_length)
     t = m["tokens"]
     print(f"formatted {m['counts']} -> {args.out}; train tokens p50/p95/max "

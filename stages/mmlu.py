@@ -37,7 +37,7 @@ from pathlib import Path
 from sqltradeoff import mmlu
 from sqltradeoff.errors import UserError, stage_main
 from sqltradeoff.io import write_json, write_jsonl
-from sqltradeoff.params import load_params, section
+from sqltradeoff.params import load_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,39 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _int_param(cfg: dict, key: str, default: int, minimum: int) -> int:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"params: mmlu.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 @stage_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    params = load_params(args.params)
+    config = load_params(args.params).config      # every value checked (sqltradeoff/config.py)
     from sqltradeoff.cpu import apply_cpu_threads
-    apply_cpu_threads(params.get("cpu_threads", "auto"))   # before torch loads (sqltradeoff/cpu.py)
-    cfg = section(params, "mmlu")
-    method = cfg.get("method", "loglik")
-    if method not in mmlu.METHODS:
-        raise UserError(f"params: mmlu.method must be one of {', '.join(mmlu.METHODS)}, got {method!r}")
-    k_shot = _int_param(cfg, "k_shot", 5, 0)
-    batch_size = _int_param(cfg, "batch_size", 8, 1)
-    scoring = cfg.get("scoring", "batched")
-    if scoring not in ("batched", "reference"):
-        raise UserError(f"params: mmlu.scoring must be batched or reference, got {scoring!r}")
-    batch_tokens = cfg.get("batch_tokens")
-    if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
-                                     or batch_tokens < 1):
-        raise UserError(f"params: mmlu.batch_tokens must be a positive integer or null, got {batch_tokens!r}")
-    max_new_tokens = _int_param(cfg, "max_new_tokens", 8, 1)
-    also_debiased = cfg.get("also_debiased", False)
-    if not isinstance(also_debiased, bool):
-        raise UserError(f"params: mmlu.also_debiased must be true or false, got {also_debiased!r}")
-    pride_fraction = cfg.get("pride_fraction", 0.25)
-    if isinstance(pride_fraction, bool) or not isinstance(pride_fraction, (int, float)) or not 0 < pride_fraction <= 1:
-        raise UserError(f"params: mmlu.pride_fraction must be a number in (0, 1], got {pride_fraction!r}")
+    apply_cpu_threads(config.cpu_threads)   # before torch loads (sqltradeoff/cpu.py)
+    cfg = config.need("mmlu")
+    method, k_shot, batch_size, scoring = cfg.method, cfg.k_shot, cfg.batch_size, cfg.scoring
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {args.limit}")
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
@@ -110,17 +85,17 @@ def main(argv=None) -> int:
 
     from sqltradeoff.modeling import load_model
 
-    model, tokenizer = load_model(section(params, "model"), adapter=args.adapter, adapter_scale=args.adapter_scale)
+    model, tokenizer = load_model(config.need("model"), adapter=args.adapter, adapter_scale=args.adapter_scale)
     scorer = generator = None
     if method == "generate":
-        generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=cfg.max_new_tokens, batch_size=batch_size)
     elif scoring == "batched":
-        scorer = mmlu.BatchedHFLetterScorer(model, tokenizer, batch_size=batch_size, batch_tokens=batch_tokens)
+        scorer = mmlu.BatchedHFLetterScorer(model, tokenizer, batch_size=batch_size, batch_tokens=cfg.batch_tokens)
     else:
         scorer = mmlu.HFLetterScorer(model, tokenizer, batch_size=batch_size)
     rows, metrics = mmlu.evaluate(test, dev, method=method, k_shot=k_shot, scorer=scorer, generator=generator,
-                                  batch_size=batch_size, also_debiased=also_debiased and method == "loglik",
-                                  pride_fraction=pride_fraction,
+                                  batch_size=batch_size, also_debiased=cfg.also_debiased and method == "loglik",
+                                  pride_fraction=cfg.pride_fraction,
                                   progress=not args.no_progress)
     metrics = {"name": args.name, "adapter": str(args.adapter) if args.adapter else None, **metrics}
     if scorer is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqltradeoff.errors import UserError, stage_main
 from sqltradeoff.io import read_jsonl, write_json, write_jsonl
-from sqltradeoff.params import load_params, section
+from sqltradeoff.params import load_params
 
 REQUIRED = ("id", "db_id", "question", "gold_sql", "hardness", "prompt")
 
@@ -44,23 +44,15 @@ def stats_path(stats_dir: str | Path, out: str | Path) -> Path:
     return Path(stats_dir) / (Path(out).stem + ".json")
 
 
-def _positive_int(cfg: dict, key: str) -> int:
-    value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"params: predict.{key} must be a positive integer, got {value!r}")
-    return value
-
-
 @stage_main
 def main(argv=None):
     args = parse_args(argv)
-    params = load_params(args.params)
+    config = load_params(args.params).config      # every value checked (sqltradeoff/config.py)
     from sqltradeoff.cpu import apply_cpu_threads
-    apply_cpu_threads(params.get("cpu_threads", "auto"))   # before torch loads (sqltradeoff/cpu.py)
-    pred_cfg = section(params, "predict")
-    batch_size, max_new_tokens = _positive_int(pred_cfg, "batch_size"), _positive_int(pred_cfg, "max_new_tokens")
-    backend = pred_cfg.get("backend", "reference")
-    model_cfg = section(params, "model")
+    apply_cpu_threads(config.cpu_threads)   # before torch loads (sqltradeoff/cpu.py)
+    pred_cfg = config.need("predict")
+    batch_size, max_new_tokens, backend = pred_cfg.batch_size, pred_cfg.max_new_tokens, pred_cfg.backend
+    model_cfg = config.need("model")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be positive")
 

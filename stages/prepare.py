@@ -27,13 +27,13 @@ import argparse
 from pathlib import Path
 
 from sqltradeoff.errors import UserError, stage_main
+from sqltradeoff.config import SampleConfig
 from sqltradeoff.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
-from sqltradeoff.params import load_params, parse_n, section
+from sqltradeoff.params import load_params
 from sqltradeoff.sampling import sample_per_group, sample_rows
 
 SPIDER_FIELDS = ("id", "db_id", "question", "query")
 MMLU_FIELDS = ("id", "subject", "question", "choices", "answer")
-DEFAULT_MMLU_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,11 +98,12 @@ def select_mmlu_subjects(test: list[dict], dev: list[dict], wanted, k_shot: int,
     return subjects, left_out
 
 
-def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) -> dict:
-    seed = sample.get("seed")
-    dev_n = parse_n(sample.get("spider_dev_n", 100), "sample.spider_dev_n")
-    train_n = parse_n(sample.get("spider_train_n", "all"), "sample.spider_train_n")
-    per_subject = parse_n(sample.get("mmlu_per_subject", 50), "sample.mmlu_per_subject")
+def prepare(spider: Path, mmlu: Path, out: Path, sample: SampleConfig | dict, k_shot: int = 5) -> dict:
+    if not isinstance(sample, SampleConfig):
+        sample = SampleConfig.build(sample)
+    seed, dev_n, train_n, per_subject = sample.seed, sample.spider_dev_n, sample.spider_train_n, sample.mmlu_per_subject
+    wanted = sample.mmlu_subjects if isinstance(sample.mmlu_subjects, str) else list(sample.mmlu_subjects)
+    written = sample.written
     db_dir = spider / "database"
     train = read_jsonl(spider / "train.jsonl", SPIDER_FIELDS)
     dev = read_jsonl(spider / "dev.jsonl", SPIDER_FIELDS + ("sql",))
@@ -117,8 +118,7 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) 
 
     m_test = read_jsonl(mmlu / "test.jsonl", MMLU_FIELDS)
     m_dev = read_jsonl(mmlu / "dev.jsonl", MMLU_FIELDS)
-    subjects, left_out = select_mmlu_subjects(m_test, m_dev, sample.get("mmlu_subjects", list(DEFAULT_MMLU_SUBJECTS)),
-                                              k_shot, mmlu)
+    subjects, left_out = select_mmlu_subjects(m_test, m_dev, wanted, k_shot, mmlu)
     chosen = set(subjects)
     groups = sample_per_group([r for r in m_test if r["subject"] in chosen], "subject", per_subject, seed, "mmlu")
     mmlu_test = [r for subject in sorted(groups) for r in groups[subject]]
@@ -134,9 +134,9 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) 
         hard_counts[r["hardness"]] = hard_counts.get(r["hardness"], 0) + 1
     manifest = {
         "seed": seed,
-        "params": {"spider_dev_n": sample.get("spider_dev_n"), "spider_train_n": sample.get("spider_train_n"),
-                   "mmlu_per_subject": sample.get("mmlu_per_subject"),
-                   "mmlu_subjects": sample.get("mmlu_subjects", list(DEFAULT_MMLU_SUBJECTS)), "mmlu_k_shot": k_shot},
+        "params": {"spider_dev_n": written.get("spider_dev_n"), "spider_train_n": written.get("spider_train_n"),
+                   "mmlu_per_subject": written.get("mmlu_per_subject"),
+                   "mmlu_subjects": wanted, "mmlu_k_shot": k_shot},
         "sizes": {"spider_train": len(train_s), "spider_dev": len(dev_s), "mmlu_test": len(mmlu_test),
                   "mmlu_dev": len(mmlu_dev), "mmlu_subjects": len(subjects),
                   "mmlu_test_per_subject": {s: len(g) for s, g in sorted(groups.items())}},
@@ -169,11 +169,9 @@ def prepare(spider: Path, mmlu: Path, out: Path, sample: dict, k_shot: int = 5) 
 @stage_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    params = load_params(args.params)
-    k_shot = section(params, "mmlu").get("k_shot", 5) if "mmlu" in params else 5
-    if isinstance(k_shot, bool) or not isinstance(k_shot, int) or k_shot < 0:
-        raise UserError(f"params: mmlu.k_shot must be an integer >= 0, got {k_shot!r}")
-    m = prepare(args.spider, args.mmlu, args.out, section(params, "sample"), k_shot=k_shot)
+    config = load_params(args.params).config      # every value checked (sqltradeoff/config.py)
+    k_shot = config.mmlu.k_shot if config.mmlu is not None else 5
+    m = prepare(args.spider, args.mmlu, args.out, config.need("sample"), k_shot=k_shot)
     s = m["sizes"]
     n_out = m["mmlu_subjects"]["left_out"]["count"]
     print(f"prepared (seed {m['seed']}): spider train {s['spider_train']}, dev {s['spider_dev']} "

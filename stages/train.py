@@ -18,7 +18,7 @@ import json
 import signal
 
 from sqltradeoff.errors import stage_main
-from sqltradeoff.params import load_params, run_config, section
+from sqltradeoff.params import load_params
 
 
 def parse_args(argv=None):
@@ -34,16 +34,16 @@ def parse_args(argv=None):
 @stage_main
 def main(argv=None):
     args = parse_args(argv)
-    params = load_params(args.params)
-    cfg = run_config(params, args.run)
-    model_cfg = section(params, "model")
+    config = load_params(args.params).config      # every value checked (sqltradeoff/config.py)
+    cfg = config.run(args.run)                    # `train` updated with `runs.<run>`: a TrainConfig
+    model_cfg = config.need("model")
     metrics_dir = args.metrics_dir or f"metrics/train/{args.run}"
 
     from sqltradeoff.cpu import apply_cpu_threads
     from sqltradeoff.interrupt import TrainingInterrupted
     from sqltradeoff.training import pin_single_gpu, train
 
-    apply_cpu_threads(params.get("cpu_threads", "auto"))
+    apply_cpu_threads(config.cpu_threads)
     pin_single_gpu()     # one process, one GPU (several: accelerate launch, docs/multi-gpu.md)
     try:
         info = train(cfg, model_cfg, args.data, args.out, metrics_dir)

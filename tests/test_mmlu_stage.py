@@ -94,7 +94,7 @@ def test_stage_generate_method(workdir, tiny_model_cfg):
     (lambda d, m: _params(d, m, {"method": "pride", "k_shot": 0, "batch_size": 1, "pride_fraction": 0}),
      "mmlu.pride_fraction"),
     (lambda d, m: _params(d, m, {"method": "loglik", "k_shot": 0, "scoring": "fast"}),
-     "mmlu.scoring must be batched or reference"),
+     "mmlu.scoring must be one of batched, reference, got 'fast'"),
     (lambda d, m: _params(d, m, {"method": "loglik", "k_shot": 0, "batch_tokens": 0}),
      "mmlu.batch_tokens must be a positive integer or null"),
 ])
