@@ -292,10 +292,16 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_
                             prompt_tokens=sum(len(e) for e in encoded), backend=backend)
     collect = _Collector(tokenizer, model, len(prompts), stats, desc, progress and backend != "continuous")
     pad_id = tokenizer.pad_token_id
-    with torch.inference_mode():
-        if backend == "continuous":
+    if backend == "continuous":
+        # no_grad, not inference_mode: the manager allocates its static tensors in this thread (warm-up
+        # on CUDA) and updates them in place from its own generation thread, which is not in inference
+        # mode; inference tensors would refuse that ("Inplace update to inference tensor outside
+        # InferenceMode", seen on an H200).
+        with torch.no_grad():
             _run_continuous(model, encoded, batch_size, max_new_tokens, gen_cfg, collect, progress)
-        elif backend == "prefix":
+        return collect.finish(), stats
+    with torch.inference_mode():
+        if backend == "prefix":
             groups = prefix_groups(encoded)
             alone = sorted(i for p, members in groups if p == 0 for i in members)
             stats.prefix_groups = sum(p > 0 for p, _ in groups)

@@ -188,6 +188,25 @@ def test_continuous_backend_equals_reference(tiny):
     assert stats.prefill_tokens_computed is None or stats.prefill_tokens_computed <= stats.prompt_tokens
 
 
+def test_continuous_backend_runs_outside_inference_mode(tiny, monkeypatch):
+    """Continuous batching updates its static tensors in place from its own thread; tensors made in
+    inference mode refuse that (the H200 failure): `generate_batch` must be called under no_grad only."""
+    import torch
+
+    model, tok = tiny
+    seen = []
+    real = model.generate_batch
+
+    def spy(*a, **k):
+        seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "generate_batch", spy)
+    prompts = ["Question: how many singers?", "Question: list stadiums"]
+    texts, stats = generate(model, tok, prompts, batch_size=2, max_new_tokens=4, progress=False, backend="continuous")
+    assert seen == [(False, False)] and len(texts) == 2 and stats.backend == "continuous"
+
+
 def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
     with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, continuous"):
         check_backend("fast")
