@@ -282,6 +282,16 @@ def cmd_timings(a) -> int:
                          "details": {p: stages[p]["seconds"] for p in parts}, "card": a.card,
                          "date": stages[parts[-1]]["finished"],
                          "command": "python3 scripts/stage_plan.py run --plan PLAN " + " ".join(parts)})
+    for spec in a.stage_row or []:
+        name, _, kind = spec.partition(":")
+        if name in stages:
+            rows.append({"stage": kind or name.split("@", 1)[0], "model": a.model, "variant": a.variant,
+                         "seconds": stages[name]["seconds"], "details": {"timing": name}, "card": a.card,
+                         "date": stages[name].get("finished", ""),
+                         "command": stages[name].get("cmd") or "(not recorded in the timings; see the study's RUN.md)"})
+    for r in rows:
+        if a.note:
+            r["note"] = a.note
     Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(markdown(rows))
     return 0
@@ -315,6 +325,9 @@ def main(argv=None) -> int:
     t.add_argument("--model", default="qwen2.5-0.5b")
     t.add_argument("--variant", default="after")
     t.add_argument("--card", required=True)
+    t.add_argument("--stage-row", action="append",
+                   help="NAME[:STAGE]: also a row for the timed stage NAME (e.g. mmlu_all@base:mmlu)")
+    t.add_argument("--note", help="a note stored in every row (e.g. what shared the card)")
     t.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge, "timings": cmd_timings}[a.cmd](a)
