@@ -286,6 +286,33 @@ def load_model(model_cfg: dict, adapter: str | os.PathLike | None = None, for_tr
     return model, tok
 
 
+def check_target_modules(model_cfg: dict, target_modules) -> None:
+    """LoRA `target_modules` that name no module of the model: a one-line UserError before the weights
+    load. The model is built from its config on the meta device (no memory, no weights); a name fits
+    as peft matches it: the whole module name or its last dotted part(s)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if isinstance(target_modules, str):          # `all-linear`: peft picks the linear layers itself
+        return
+    where, revision = resolve_model_dir(model_cfg)
+    try:
+        config = AutoConfig.from_pretrained(where, revision=revision)
+    except (OSError, ValueError) as exc:
+        if Path(where).is_dir():
+            raise UserError(f"model.path: cannot read the model config in {where}: {exc}") from None
+        raise _hub_error(where, revision, exc) from None
+    with torch.device("meta"):
+        names = [n for n, _ in AutoModelForCausalLM.from_config(config).named_modules() if n]
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise UserError(f"params: train.target_modules {', '.join(missing)} name no module of this model "
+                        f"({config.model_type}); its linear layers are {', '.join(linear)}")
+
+
 def check_adapter_scale(scale) -> float:
     """An adapter scale: a finite number >= 0 (UserError otherwise)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:

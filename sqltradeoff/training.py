@@ -312,10 +312,11 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
 
     from transformers import set_seed
 
-    from .modeling import load_model
+    from .modeling import check_target_modules, load_model
 
     set_seed(cfg["seed"])
     if model is None:
+        check_target_modules(model_cfg, cfg["target_modules"])     # before the weights load
         model, tokenizer = load_model(model_cfg, for_training=True)
     examples, data_stats = _examples(rows, tokenizer, cfg["max_length"], data_path)
     model = _add_lora(model, cfg, settings)

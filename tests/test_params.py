@@ -226,8 +226,8 @@ def test_repository_params_files_load_to_typed_sections():
         assert cfg.predict.batch_size > 0 and cfg.mmlu.method == "loglik" and cfg.prompt.schema == "create_table"
         assert set(cfg.runs) == set(cfg.run_overrides) and cfg.run("run1").lora_r == 8
     gpu = load_params(REPO / "docs/results/qwen2.5-coder-0.5b-gpu/params.yaml").config
-    assert gpu.adapter_scales == (0.25, 0.5, 0.75) and gpu.run("run5").lora_r == 32
-    assert gpu.run("run3").epochs == 3 and len(gpu.run("run3").target_modules) == 7
+    assert gpu.adapter_scales == (0.25, 0.5, 0.75) and set(gpu.runs) == {"run1", "run2"}
+    assert gpu.run("run2").learning_rate == 5e-5 and gpu.predict.batch_size == 256 and gpu.run("run1").epochs == 1
 
 
 # Through real stages: exit 2, one `error:` line naming the key, no traceback, nothing written.
@@ -241,6 +241,16 @@ STAGE_CASES = [
      "train.learning_rate must be a finite number > 0"),
     ("train.py", ["--run", "run1", "--data", "{tmp}/t.jsonl", "--out", "{out}"], {"train__attention": "bogus"},
      "train.attention must be one of"),
+    ("train.py", ["--run", "run1", "--data", "{tmp}/t.jsonl", "--out", "{out}"], {"train__lora_r": True},
+     "train.lora_r must be"),
+    ("train.py", ["--run", "run1", "--data", "{tmp}/t.jsonl", "--out", "{out}"], {"train__max_steps": True},
+     "train.max_steps must be"),
+    ("train.py", ["--run", "run1", "--data", "{tmp}/t.jsonl", "--out", "{out}"], {"train__learning_rate": True},
+     "train.learning_rate must be"),
+    ("train.py", ["--run", "run1", "--data", "{tmp}/t.jsonl", "--out", "{out}"], {"train__target_modules": []},
+     "train.target_modules must be"),
+    ("prepare.py", ["--spider", "{tmp}/s", "--mmlu", "{tmp}/m", "--out", "{out}"], {"sample__mmlu_per_subject": 1.9},
+     "sample.mmlu_per_subject must be a positive integer or `all`, got 1.9"),
     ("predict.py", ["--job", "{tmp}/in.jsonl", "{out}"], {"model__load_in_4bit": "no"},
      "model.load_in_4bit must be true or false, got 'no'"),
     ("mmlu.py", ["--name", "base", "--out-rows", "{out}", "--out-metrics", "{tmp}/m.json"],

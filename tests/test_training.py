@@ -640,3 +640,25 @@ def test_train_takes_a_loaded_model_and_a_logger(tiny_model_cfg, data, tmp_path,
     nolog = train(CFG, tiny_model_cfg, data, tmp_path / "nolog", tmp_path / "mnolog", model=fresh,
                   tokenizer=tokenizer, live=False)
     assert nolog["steps"] == 6 and not (tmp_path / "mnolog" / "plots").exists()
+
+
+def test_target_modules_that_name_no_module_are_refused_before_the_weights_load(tiny_model_cfg, tok, tmp_path,
+                                                                               monkeypatch):
+    """`target_modules: [no_such_proj]` (issue 14 §3): one line naming the module and the model's linear
+    layers, from the config on the meta device; `load_model` is never called."""
+    import sqltradeoff.modeling as modeling
+
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, formatted_rows(tok, 2))
+    loads = []
+    monkeypatch.setattr(modeling, "load_model", lambda *a, **k: loads.append(a) or (_ for _ in ()).throw(
+        AssertionError("weights loaded")))
+    with pytest.raises(UserError, match=r"train.target_modules no_such_proj name no module of this model "
+                                        r"\(llama\); its linear layers are .*q_proj") as err:
+        train({**CFG, "target_modules": ["q_proj", "no_such_proj"]}, tiny_model_cfg, path, tmp_path / "m",
+              tmp_path / "x")
+    assert "\n" not in str(err.value) and loads == []
+    # full dotted names and suffixes fit as they do in peft
+    modeling.check_target_modules(tiny_model_cfg, ["self_attn.q_proj", "model.layers.0.mlp.up_proj", "v_proj"])
+    modeling.check_target_modules(tiny_model_cfg, "all-linear")
+    assert not (tmp_path / "m").exists()
