@@ -189,6 +189,23 @@ def test_wrong_values_are_one_line_errors_naming_key_value_and_allowed(tmp_path,
         assert part in msg, msg
 
 
+@pytest.mark.parametrize("changes,parts", WRONG_VALUES, ids=[next(iter(c)) + "=" + repr(next(iter(c.values())))
+                                                             for c, _ in WRONG_VALUES])
+def test_every_wrong_value_stops_a_real_stage_with_exit_2_and_one_line(tmp_path, changes, parts):
+    """The same wrong values through a real stage process (prepare reads params first): exit status 2,
+    one `error:` line naming key and value, no traceback, nothing written."""
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(_with(**changes)))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare.py"), "--spider", str(tmp_path / "s"),
+                           "--mmlu", str(tmp_path / "m"), "--out", str(out), "--params", str(f)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: params: "), proc.stderr
+    assert "Traceback" not in proc.stderr and all(part in lines[0] for part in parts), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
 def test_unknown_override_key_and_section_suggest_the_close_known_one(tmp_path):
     f = tmp_path / "params.yaml"
     params = _with()
