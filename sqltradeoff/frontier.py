@@ -20,8 +20,10 @@ from typing import Any
 
 from .errors import UserError
 from .io import read_json
-from .report import (DEBIASED, MDE_NOTE, MMLU_BASE, REFERENCE, Inputs, Paths, _check_debiased_fields, _ci,
-                     _ci_pct, _cmp_flat, _mde_cell, _p, _pct, _pp, _r, _read_rows, _require, _run_desc, _table, compare)
+from .report.analysis import _ci, _r, compare
+from .report.inputs import DEBIASED, MMLU_BASE, REFERENCE, Inputs, Paths, _check_debiased_fields, _read_rows, _require
+from .report.markdown import MDE_NOTE, _ci_pct, _mde_cell, _p, _pct, _pp, _run_desc, _table
+from .report.summary import _cmp_flat
 
 PARAM = "adapter_scales"
 
@@ -248,7 +250,7 @@ def render_tradeoff(inp: Inputs, fr: dict, mm: dict, n_spider: int, out: Path) -
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .report import _save
+    from .report.plots import _save
 
     rows = plot_rows(fr, mm)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -234,6 +234,24 @@ def test_missing_run_names_file_and_stage_and_keeps_outputs(tmp_path):
     assert (out / "summary.json").read_bytes() == before
 
 
+def test_settings_come_from_the_typed_config(tmp_path):
+    from sqltradeoff.report import Settings, settings_from_params
+    build_workspace(tmp_path)
+    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    p["report"] = {"ci_method": "BCa", "seed": "11", "power": 0.9}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    params = load_params(tmp_path / "params.yaml")
+    # defaults filled in by config.ReportConfig, the method lower-cased, "11" read as the integer it spells
+    assert settings_from_params(params) == Settings(bootstrap_samples=10000, confidence=0.95, seed=11,
+                                                    examples_per_error=2, ci_method="bca", power=0.9)
+    del p["report"]
+    with pytest.raises(UserError, match=r"section `report` is missing"):
+        settings_from_params(p)
+    p["report"] = {"power": 1.5}
+    with pytest.raises(UserError, match=r"report\.power must be a finite number > 0 and < 1, got 1\.5"):
+        settings_from_params(p)
+
+
 def test_mismatched_question_ids_are_named(tmp_path):
     build_workspace(tmp_path)
     for kind in ("scores", "predictions"):

@@ -82,6 +82,15 @@ def test_every_stage_lists_the_code_it_runs():
     assert not problems, "dvc.yaml deps miss code the stage runs:\n" + "\n".join(problems)
 
 
+def test_every_code_dep_exists():
+    """A moved or deleted module must leave dvc.yaml too (`--fix` only adds): `dvc repro` fails on
+    a dependency that does not exist."""
+    stale = [f"{name}: {d}" for name, stage in _stages().items()
+             for d in (d if isinstance(d, str) else next(iter(d)) for d in _body(stage).get("deps", []))
+             if d.startswith(("sqltradeoff/", "stages/", "scripts/")) and "${" not in d and not (REPO / d).exists()]
+    assert not stale, "dvc.yaml lists code that does not exist:\n" + "\n".join(stale)
+
+
 def test_the_closure_follows_imports_inside_functions(tmp_path):
     """The rule would be hollow if lazy imports were missed: stages/train.py imports training
     (at module level or in main) and training imports modeling inside a function."""
