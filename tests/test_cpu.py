@@ -57,13 +57,16 @@ def test_apply_sets_torch_threads_and_the_passive_wait_policy():
 
 def test_train_stage_applies_the_param_and_the_env_override(tmp_path):
     """The train stage calls apply_cpu_threads with params.yaml `cpu_threads` (bad values: one line)."""
-    (tmp_path / "params.yaml").write_text(json.dumps({"cpu_threads": 0, "train": {}, "model": {"path": "x"},
-                                                      "runs": {"run1": {}}}))
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())    # every other section valid
+    (tmp_path / "params.yaml").write_text(json.dumps({**params, "cpu_threads": 0}))
     base = {k: v for k, v in os.environ.items() if k not in (ENV,)}
     res = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--run", "run1", "--data", "d.jsonl",
                           "--out", "m"], cwd=tmp_path, env=base, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith("error: params: cpu_threads must be"), res.stderr
     assert "Traceback" not in res.stderr
+    (tmp_path / "params.yaml").write_text(json.dumps({**params, "cpu_threads": "auto"}))
     res = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--run", "run1", "--data", "d.jsonl",
                           "--out", "m"], cwd=tmp_path, env={**base, ENV: "x"}, capture_output=True, text=True,
                          timeout=120)
