@@ -74,15 +74,19 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def greedy_generation_config(tokenizer, model, max_new_tokens: int):
-    """A fully specified greedy GenerationConfig (the model's own may ask for sampling)."""
+def greedy_generation_config(tokenizer, model, max_new_tokens: int, min_new_tokens: int | None = None):
+    """A fully specified greedy GenerationConfig (the model's own may ask for sampling).
+    `min_new_tokens`: the stop tokens are masked until then (benchmarks time fixed-length outputs)."""
     from transformers import GenerationConfig
 
     from .modeling import stop_token_ids
 
-    return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens),
-                            eos_token_id=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
-                            temperature=None, top_p=None, top_k=None)
+    cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens),
+                           eos_token_id=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
+                           temperature=None, top_p=None, top_k=None)
+    if min_new_tokens:
+        cfg.min_new_tokens = int(min_new_tokens)
+    return cfg
 
 
 def copied_cache(cache, n: int):
@@ -275,15 +279,16 @@ def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cf
 
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 128,
              desc: str = "generate", progress: bool = True,
-             backend: str = "reference") -> tuple[list[str], GenerationStats]:
-    """Greedy completions of `prompts` (in input order) and throughput statistics."""
+             backend: str = "reference", min_new_tokens: int | None = None) -> tuple[list[str], GenerationStats]:
+    """Greedy completions of `prompts` (in input order) and throughput statistics.
+    `min_new_tokens` (benchmarks): no output stops before that many new tokens."""
     import torch
 
     check_backend(backend)
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError(f"predict.batch_size and predict.max_new_tokens must be positive "
                         f"(got {batch_size}, {max_new_tokens})")
-    gen_cfg = greedy_generation_config(tokenizer, model, max_new_tokens)
+    gen_cfg = greedy_generation_config(tokenizer, model, max_new_tokens, min_new_tokens)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:

@@ -14,20 +14,17 @@ Reads --prepared (spider_train.jsonl, spider_dev.jsonl, manifest.json) and the S
                        training examples longer than train.max_length
 
 The tokenizer comes from model.path (hub id, local directory or .gguf). Exit status 2 on bad
-input or configuration.
+input or configuration. The logic is `sqltradeoff.formatting.format_all`; this script reads the
+parameters, loads the tokenizer and prints a summary.
 """
 import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from sqltradeoff import prompts
-from sqltradeoff.errors import UserError, stage_main
-from sqltradeoff.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
+from sqltradeoff.errors import stage_main
+from sqltradeoff.formatting import format_all
 from sqltradeoff.params import load_params
-from sqltradeoff.sampling import pick_few_shot
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,75 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (data/formatted)")
     p.add_argument("--params", default="params.yaml", type=Path, help="parameters file (default: %(default)s)")
     return p
-
-
-def length_stats(lengths: list[int]) -> dict:
-    if not lengths:
-        return {"n": 0}
-    a = np.asarray(lengths)
-    return {"n": int(a.size), "min": int(a.min()), "mean": round(float(a.mean()), 1),
-            "p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1), "max": int(a.max())}
-
-
-def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg: dict, tokenizer,
-               max_length: int | None = None) -> dict:
-    from tqdm import tqdm
-
-    pcfg = prompts.prompt_config(prompt_cfg)   # a PromptConfig (a mapping is checked here)
-    pman = read_json(prepared / "manifest.json")
-    seed = pman.get("seed") if isinstance(pman, dict) else None
-    train = read_jsonl(prepared / "spider_train.jsonl", ("id", "db_id", "question", "query"))
-    dev = read_jsonl(prepared / "spider_dev.jsonl", ("id", "db_id", "question", "query", "hardness"))
-    shots = pick_few_shot(train, pcfg.few_shot, seed)
-
-    def tok_lens(texts: list[str], batch: int = 512) -> list[int]:
-        out: list[int] = []
-        for i in range(0, len(texts), batch):
-            out += [len(ids) for ids in tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]]
-        return out
-
-    train_rows = []
-    for r in tqdm(train, desc="format train", unit="ex", file=sys.stderr, mininterval=2):
-        user = prompts.user_text(r["question"], prompts.schema_for(db_dir, r["db_id"], pcfg))
-        prompt, completion = prompts.render(tokenizer, user, r["query"])
-        train_rows.append({"id": r["id"], "db_id": r["db_id"], "messages": prompts.messages(user, r["query"]),
-                           "prompt": prompt, "completion": completion})
-    zero, few = [], []
-    for r in tqdm(dev, desc="format eval", unit="ex", file=sys.stderr, mininterval=2):
-        schema = prompts.schema_for(db_dir, r["db_id"], pcfg)
-        base = {"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["query"],
-                "hardness": r["hardness"]}
-        zp, _ = prompts.render(tokenizer, prompts.user_text(r["question"], schema))
-        fp, _ = prompts.render(tokenizer, prompts.user_text(r["question"], schema, shots))
-        zero.append({**base, "prompt": zp})
-        few.append({**base, "prompt": fp})
-    p_len = tok_lens([r["prompt"] for r in train_rows])
-    c_len = tok_lens([r["completion"] for r in train_rows])
-    t_len = tok_lens([r["prompt"] + r["completion"] for r in train_rows])
-    z_len = tok_lens([r["prompt"] for r in zero])
-    f_len = tok_lens([r["prompt"] for r in few])
-    over = sum(n > max_length for n in t_len) if max_length else None
-    manifest = {
-        "prompt": pcfg.as_dict(),
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "seed": seed,
-        "few_shot_ids": [s["id"] for s in shots],
-        "few_shot_db_ids": [s["db_id"] for s in shots],
-        "counts": {"train": len(train_rows), "eval_zeroshot": len(zero), "eval_fewshot": len(few)},
-        "tokens": {
-            "train_prompt": length_stats(p_len), "train_completion": length_stats(c_len),
-            "train_total": length_stats(t_len),
-            "eval_zeroshot_prompt": length_stats(z_len), "eval_fewshot_prompt": length_stats(f_len),
-        },
-        "max_length": max_length,
-        "train_over_max_length": over,
-    }
-    with atomic_dir(out) as tmp:
-        write_jsonl(tmp / "train.jsonl", train_rows)
-        write_jsonl(tmp / "eval_zeroshot.jsonl", zero)
-        write_jsonl(tmp / "eval_fewshot.jsonl", few)
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
 
 
 @stage_main

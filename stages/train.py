@@ -28,6 +28,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", required=True, help="output directory (models/RUN): adapter/ and checkpoints/")
     ap.add_argument("--metrics-dir", default=None, help="DVCLive directory (default: metrics/train/RUN)")
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ap.add_argument("--no-live", action="store_true",
+                    help="no per-step DVCLive logging (metrics.json is still written); for a machine without "
+                         "dvclive, e.g. `benchmarks/bench_gpu.py stage-train`")
     return ap.parse_args(argv)
 
 
@@ -46,7 +49,7 @@ def main(argv=None):
     apply_cpu_threads(config.cpu_threads)
     pin_single_gpu()     # one process, one GPU (several: accelerate launch, docs/multi-gpu.md)
     try:
-        info = train(cfg, model_cfg, args.data, args.out, metrics_dir)
+        info = train(cfg, model_cfg, args.data, args.out, metrics_dir, live=False if args.no_live else None)
     except TrainingInterrupted as exc:
         kept = f"resume from {exc.checkpoint} with the same command" if exc.checkpoint else "no checkpoint yet"
         print(f"interrupted by {signal.Signals(exc.signum).name} after step {exc.step}: {kept}", file=sys.stderr)

@@ -358,7 +358,7 @@ def test_spider_from_hub_with_fakes(tmp_path, monkeypatch):
     hub_rows = lambda rows: Dataset.from_list([{k: r[k] for k in ("db_id", "question", "query")} for r in rows])
     fake = DatasetDict(train=hub_rows([ex("db1", "T?")]), validation=hub_rows(dev_json))
     monkeypatch.setattr(data, "fetch_url", fake_fetch)
-    monkeypatch.setattr(data, "_load_hub_dataset", lambda *a: fake)
+    monkeypatch.setattr(data, "load_hub_dataset", lambda *a: fake)
     cfg = {"hub_id": "xlangai/spider", "hub_revision": "main",
            "archive_url": "https://drive.google.com/uc?id=X", "archive_sha256": None}
     m = data.spider_from_hub(cfg, tmp_path / "out", tmp_path)

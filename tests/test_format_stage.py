@@ -78,13 +78,13 @@ def _prepared(tmp_path) -> Path:
 
 @need_mirror
 def test_format_all_contract(tmp_path):
-    import format as fmt
+    from sqltradeoff.formatting import format_all
     from test_prompts import MISTRAL_V02_TEMPLATE, word_tokenizer
 
     tok = word_tokenizer(MISTRAL_V02_TEMPLATE)
     prep = _prepared(tmp_path)
     out = tmp_path / "formatted"
-    m = fmt.format_all(prep, DB_DIR, out, {"schema": "create_table", "sample_rows": 0, "few_shot": 3}, tok, 120)
+    m = format_all(prep, DB_DIR, out, {"schema": "create_table", "sample_rows": 0, "few_shot": 3}, tok, 120)
     train = read_jsonl(out / "train.jsonl")
     assert len(train) == 20 and set(train[0]) == {"id", "db_id", "messages", "prompt", "completion"}
     for r in train:
@@ -109,7 +109,7 @@ def test_format_all_contract(tmp_path):
     assert m["train_over_max_length"] == sum(t > 120 for t in totals)
     assert read_json(out / "manifest.json")["prompt"]["schema"] == "create_table"
     # schema-less prompts
-    m2 = fmt.format_all(prep, DB_DIR, tmp_path / "f2", {"schema": "none", "few_shot": 0}, tok, 120)
+    m2 = format_all(prep, DB_DIR, tmp_path / "f2", {"schema": "none", "few_shot": 0}, tok, 120)
     z2 = read_jsonl(tmp_path / "f2" / "eval_zeroshot.jsonl")
     assert "CREATE TABLE" not in z2[0]["prompt"] and m2["few_shot_ids"] == []
     assert m2["tokens"]["train_prompt"]["max"] < st["min"]
@@ -117,7 +117,7 @@ def test_format_all_contract(tmp_path):
 
 @need_mirror
 def test_format_missing_database_writes_nothing(tmp_path):
-    import format as fmt
+    from sqltradeoff.formatting import format_all
     from test_prompts import MISTRAL_V02_TEMPLATE, word_tokenizer
 
     prep = _prepared(tmp_path)
@@ -125,7 +125,7 @@ def test_format_missing_database_writes_nothing(tmp_path):
     rows[-1]["db_id"] = "wta_1"
     write_jsonl(prep / "spider_dev.jsonl", rows)
     with pytest.raises(UserError, match=r"wta_1\.sqlite: database not found"):
-        fmt.format_all(prep, DB_DIR, tmp_path / "out", {}, word_tokenizer(MISTRAL_V02_TEMPLATE), 100)
+        format_all(prep, DB_DIR, tmp_path / "out", {}, word_tokenizer(MISTRAL_V02_TEMPLATE), 100)
     assert not (tmp_path / "out").exists()
 
 

@@ -86,6 +86,14 @@ def test_stops_at_end_of_turn(tiny):
     assert stats.hit_max_new_tokens == 0
     assert stats.generated_tokens == 3 * 3
     assert all("<|im_end|>" not in o for o in outs)
+    # min_new_tokens (the GPU benchmark's fixed-length timing): the stop tokens are masked until then
+    favour_eot_after_two.calls = 0
+    handle = model.lm_head.register_forward_hook(favour_eot_after_two)
+    try:
+        _, fixed = generate(model, tok, prompts, batch_size=3, max_new_tokens=10, min_new_tokens=10, progress=False)
+    finally:
+        handle.remove()
+    assert fixed.hit_max_new_tokens == 3 and fixed.generated_tokens == 3 * 10
 
 
 def test_merged_adapter_gives_same_predictions_as_unmerged(tiny_model_cfg, tmp_path):

@@ -69,10 +69,10 @@ def raw(tmp_path_factory):
 
 
 def _prepare(raw, out, k_shot=5, **sample):
-    import prepare
+    from sqltradeoff.preparing import prepare
 
     cfg = {"seed": 42, "spider_dev_n": 100, "spider_train_n": "all", "mmlu_per_subject": 50, **sample}
-    return prepare.prepare(raw / "spider", raw / "mmlu", out, cfg, k_shot=k_shot)
+    return prepare(raw / "spider", raw / "mmlu", out, cfg, k_shot=k_shot)
 
 
 def test_prepare_real_data(raw, tmp_path):
@@ -128,9 +128,9 @@ def test_prepare_default_subjects_unchanged(raw, tmp_path):
     three = tmp_path / "raw3"
     data.mmlu_from_mirror(SHARED, {"subjects": SUBJECTS}, three)
     m = _prepare(raw, tmp_path / "all_raw")
-    import prepare
+    from sqltradeoff.preparing import prepare
 
-    prepare.prepare(raw / "spider", three, tmp_path / "three_raw",
+    prepare(raw / "spider", three, tmp_path / "three_raw",
                     {"seed": 42, "spider_dev_n": 100, "spider_train_n": "all", "mmlu_per_subject": 50})
     for f in ("mmlu_test.jsonl", "mmlu_dev.jsonl"):
         assert (tmp_path / "all_raw" / f).read_bytes() == (tmp_path / "three_raw" / f).read_bytes()
