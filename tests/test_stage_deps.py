@@ -82,6 +82,13 @@ def test_every_stage_lists_the_code_it_runs():
     assert not problems, "dvc.yaml deps miss code the stage runs:\n" + "\n".join(problems)
 
 
+def test_every_listed_code_dep_exists():
+    """`--fix` only adds deps: a module moved or removed must not stay listed (dvc fails on it)."""
+    stale = sorted(f"{name}: {d}" for name, stage in _stages().items() for d in _body(stage).get("deps", [])
+                   if isinstance(d, str) and d.endswith(".py") and not (REPO / d).is_file())
+    assert not stale, "dvc.yaml lists code that does not exist:\n" + "\n".join(stale)
+
+
 def test_the_closure_follows_imports_inside_functions(tmp_path):
     """The rule would be hollow if lazy imports were missed: stages/train.py imports training
     (at module level or in main) and training imports modeling inside a function."""
