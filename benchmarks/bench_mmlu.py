@@ -53,7 +53,7 @@ def load_questions(args):
     return test, dev, f"{root} ({args.per_subject}/subject, seed {args.seed})"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gguf", default=os.path.expanduser(os.environ.get("SQLTRADEOFF_GGUF_DIR", "~/.cache/offline-models"))
                    + "/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -68,52 +68,33 @@ def main(argv=None) -> int:
     p.add_argument("--generate", type=int, default=0, help="also run method generate on this many questions")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", type=Path, help="write the Markdown report here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def prefix_reuse(model, tok, test, dev, args):
+    """The same questions, spread over the subjects, scored with and without the prefix cache:
+    (questions, seconds reused, seconds recomputed, max abs log-prob difference, same predictions)."""
+    from sqltradeoff import mmlu
+    from sqltradeoff.answers import LETTERS
+
+    per = max(1, args.recompute // len(SUBJECTS))
+    subset = [it for s in dict.fromkeys(q["subject"] for q in test) for it in [q for q in test if q["subject"] == s][:per]]
+    out = {}
+    for reuse_prefix in (True, False):
+        scorer = mmlu.HFLetterScorer(model, tok, batch_size=args.batch_size, reuse_prefix=reuse_prefix)
+        rows, m = mmlu.evaluate(subset, dev, method="loglik", k_shot=args.k_shot, scorer=scorer,
+                                batch_size=args.batch_size, progress=False)
+        out[reuse_prefix] = (rows, m["seconds"])
+    diff = max(abs(a["logprobs"][L] - b["logprobs"][L]) for a, b in zip(out[True][0], out[False][0]) for L in LETTERS)
+    same_pred = all(a["pred"] == b["pred"] for a, b in zip(out[True][0], out[False][0]))
+    return len(subset), out[True][1], out[False][1], diff, same_pred
+
+
+def render_report(args, argv, tok, test, dev, source, load_s, results, gen, reuse) -> str:
     import torch
 
     from sqltradeoff import mmlu
     from sqltradeoff.answers import LETTERS
-    from sqltradeoff.modeling import load_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    test, dev, source = load_questions(args)
-    t = time.perf_counter()
-    model, tok = load_model({"path": args.gguf, "revision": "main", "load_in_4bit": False,
-                             "cache_dir": args.cache_dir})
-    load_s = time.perf_counter() - t
-    print(f"model loaded in {load_s:.1f} s; {len(test)} questions from {source}", flush=True)
-
-    results = {}
-    for method in ("loglik", "debiased"):
-        scorer = mmlu.HFLetterScorer(model, tok, batch_size=args.batch_size)
-        _, m = mmlu.evaluate(test, dev, method=method, k_shot=args.k_shot, scorer=scorer, batch_size=args.batch_size)
-        results[method] = (m, dict(scorer.stats))
-        print(method, m["accuracy"], m["pred_distribution"], f"{m['seconds']} s", flush=True)
-
-    gen = None
-    if args.generate:
-        generator = mmlu.HFGenerator(model, tok, max_new_tokens=8, batch_size=args.batch_size)
-        _, gen = mmlu.evaluate(test[:args.generate], dev, method="generate", k_shot=args.k_shot, generator=generator,
-                               batch_size=args.batch_size)
-        print("generate", gen["accuracy"], gen["unparsed"], f"{gen['seconds']} s", flush=True)
-
-    reuse = None
-    if args.recompute:
-        # the same questions, spread over the subjects, scored with and without the prefix cache
-        per = max(1, args.recompute // len(SUBJECTS))
-        subset = [it for s in dict.fromkeys(q["subject"] for q in test) for it in [q for q in test if q["subject"] == s][:per]]
-        out = {}
-        for reuse_prefix in (True, False):
-            scorer = mmlu.HFLetterScorer(model, tok, batch_size=args.batch_size, reuse_prefix=reuse_prefix)
-            rows, m = mmlu.evaluate(subset, dev, method="loglik", k_shot=args.k_shot, scorer=scorer,
-                                    batch_size=args.batch_size, progress=False)
-            out[reuse_prefix] = (rows, m["seconds"])
-        diff = max(abs(a["logprobs"][L] - b["logprobs"][L]) for a, b in zip(out[True][0], out[False][0]) for L in LETTERS)
-        same_pred = all(a["pred"] == b["pred"] for a, b in zip(out[True][0], out[False][0]))
-        reuse = (len(subset), out[True][1], out[False][1], diff, same_pred)
-        print("reuse", reuse, flush=True)
 
     prefix_tokens = {s: len(tok(mmlu.fewshot_prefix(s, mmlu.group_dev(dev)[s], args.k_shot),
                                 add_special_tokens=False)["input_ids"]) for s in dict.fromkeys(q["subject"] for q in test)}
@@ -144,12 +125,50 @@ def main(argv=None) -> int:
                   "| --- | --- | --- | --- | --- | --- |",
                   f"| reused | {n} | {t_reuse:.1f} | {t_full / max(t_reuse, 1e-9):.1f}x | {diff:.2e} | {same} |",
                   f"| recomputed | {n} | {t_full:.1f} | 1.0x | | |"]
-    report = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    import torch
+
+    from sqltradeoff import mmlu
+    from sqltradeoff.modeling import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    test, dev, source = load_questions(args)
+    t = time.perf_counter()
+    model, tok = load_model({"path": args.gguf, "revision": "main", "load_in_4bit": False,
+                             "cache_dir": args.cache_dir})
+    load_s = time.perf_counter() - t
+    print(f"model loaded in {load_s:.1f} s; {len(test)} questions from {source}", flush=True)
+
+    results = {}
+    for method in ("loglik", "debiased"):
+        scorer = mmlu.HFLetterScorer(model, tok, batch_size=args.batch_size)
+        _, m = mmlu.evaluate(test, dev, method=method, k_shot=args.k_shot, scorer=scorer, batch_size=args.batch_size)
+        results[method] = (m, dict(scorer.stats))
+        print(method, m["accuracy"], m["pred_distribution"], f"{m['seconds']} s", flush=True)
+
+    gen = None
+    if args.generate:
+        generator = mmlu.HFGenerator(model, tok, max_new_tokens=8, batch_size=args.batch_size)
+        _, gen = mmlu.evaluate(test[:args.generate], dev, method="generate", k_shot=args.k_shot, generator=generator,
+                               batch_size=args.batch_size)
+        print("generate", gen["accuracy"], gen["unparsed"], f"{gen['seconds']} s", flush=True)
+
+    reuse = None
+    if args.recompute:
+        reuse = prefix_reuse(model, tok, test, dev, args)
+        print("reuse", reuse, flush=True)
+
+    report = render_report(args, argv, tok, test, dev, source, load_s, results, gen, reuse)
     print(report)
     if args.out:
         args.out.write_text(report, encoding="utf-8")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -155,13 +155,14 @@ def prefix_groups(encoded: Sequence[Sequence[int]]) -> list[tuple[int, list[int]
 class _Collector:
     """Cuts generated token lists at the first stop token, decodes them, counts, and drives the bar."""
 
-    def __init__(self, tokenizer, model, n_prompts: int, stats: GenerationStats, desc: str, progress: bool):
+    def __init__(self, tokenizer, model, n_prompts: int, stats: GenerationStats, desc: str, progress: bool,
+                 stop_ids: Sequence[int] | None = None):
         from tqdm import tqdm
 
         from .modeling import stop_token_ids
 
         self.tokenizer, self.stats = tokenizer, stats
-        self.stops = set(stop_token_ids(tokenizer, model))
+        self.stops = set(stop_token_ids(tokenizer, model) if stop_ids is None else stop_ids)
         self.outputs: list[str | None] = [None] * n_prompts
         self.t0 = time.time()
         self.bar = tqdm(total=n_prompts, desc=desc, unit="prompt", disable=not progress, file=sys.stderr,
@@ -278,9 +279,14 @@ def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cf
 
 
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 128,
-             desc: str = "generate", progress: bool = True,
-             backend: str = "reference", min_new_tokens: int | None = None) -> tuple[list[str], GenerationStats]:
+             desc: str = "generate", progress: bool = True, backend: str = "reference",
+             stop_ids: Sequence[int] | None = None,
+             min_new_tokens: int | None = None) -> tuple[list[str], GenerationStats]:
     """Greedy completions of `prompts` (in input order) and throughput statistics.
+
+    `stop_ids`: the token ids that end a completion (default `modeling.stop_token_ids`: EOS and
+    the end-of-turn tokens; MMLU passes the model's own EOS, as a plain `model.generate` stops).
+    A tokenizer without a pad token pads with its EOS token (the pads are masked).
     `min_new_tokens` (benchmarks): no output stops before that many new tokens."""
     import torch
 
@@ -289,14 +295,20 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_
         raise UserError(f"predict.batch_size and predict.max_new_tokens must be positive "
                         f"(got {batch_size}, {max_new_tokens})")
     gen_cfg = greedy_generation_config(tokenizer, model, max_new_tokens, min_new_tokens)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        gen_cfg.pad_token_id = pad_id
+    if stop_ids is not None:
+        gen_cfg.eos_token_id = list(stop_ids) or None
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise UserError(f"prompt {empty[0] + 1} is empty")
     stats = GenerationStats(prompts=len(prompts), batch_size=batch_size, max_new_tokens=max_new_tokens,
                             prompt_tokens=sum(len(e) for e in encoded), backend=backend)
-    collect = _Collector(tokenizer, model, len(prompts), stats, desc, progress and backend != "continuous")
-    pad_id = tokenizer.pad_token_id
+    collect = _Collector(tokenizer, model, len(prompts), stats, desc, progress and backend != "continuous",
+                         stop_ids)
     if backend == "continuous":
         # no_grad, not inference_mode: the manager allocates its static tensors in this thread (warm-up
         # on CUDA) and updates them in place from its own generation thread, which is not in inference

@@ -78,10 +78,7 @@ def main(argv=None) -> int:
         test = test[:args.limit]
     if not test:
         raise UserError(f"{args.test}: no questions")
-    # Check the few-shot prefixes (enough dev examples per subject) before loading the model.
-    dev_by_subject = mmlu.group_dev(dev)
-    for subject in dict.fromkeys(it["subject"] for it in test):
-        mmlu.fewshot_prefix(subject, dev_by_subject.get(subject, []), k_shot)
+    mmlu.subject_prefixes(test, dev, k_shot)   # enough dev examples per subject, before the model loads
 
     from sqltradeoff.modeling import load_model
 

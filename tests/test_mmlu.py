@@ -347,6 +347,36 @@ def test_hf_generator_and_evaluate_on_tiny_model(conftest_llama):
     assert metrics["unparsed"] == sum(r["pred"] is None for r in rows)
 
 
+def _model_generate_reference(model, tok, prompts, max_new_tokens):
+    """What mmlu.HFGenerator did before it went through generation.generate: left-padded prompts
+    in input order, a plain `model.generate` (stops at the model's own EOS), the whole tail decoded."""
+    import torch
+
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(len(e) for e in enc)
+    ids = torch.full((len(enc), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for b, e in enumerate(enc):
+        ids[b, width - len(e):] = torch.tensor(e, dtype=torch.long)
+        mask[b, width - len(e):] = 1
+    with torch.inference_mode():
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=pad_id)
+    return [tok.decode(g[width:].tolist(), skip_special_tokens=True) for g in gen]
+
+
+def test_hf_generator_equals_a_plain_model_generate(conftest_llama):
+    """generation.generate with the model's own EOS as stop ids gives what model.generate gives
+    (the tiny tokenizer has no pad token; some outputs stop early, some run to max_new_tokens)."""
+    model, tok = conftest_llama
+    prompts = [mmlu.render_prompt(it, DEV, k) for k in (0, 1, 2) for it in _questions(3)]
+    for batch in (prompts[:4], prompts[4:8], prompts[8:]):
+        got = mmlu.HFGenerator(model, tok, max_new_tokens=12, batch_size=len(batch)).generate(batch)
+        assert got == _model_generate_reference(model, tok, batch, 12)
+    assert mmlu.model_eos_ids(model) == [tok.eos_token_id]
+
+
 @pytest.mark.slow
 def test_real_tokenizer_takes_the_fast_path_and_matches_naive(smollm2_gguf, tmp_path):
     """SmolLM2-135M (GGUF): " A".." D" are single tokens after "Answer:", so one forward per
