@@ -443,7 +443,7 @@ def test_a_signal_stops_a_long_backward_pass_within_a_second(signum):
     from sqltradeoff.interrupt import TrainingInterrupted, interruptible
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(24)])
+    model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(96)])   # a full backward of ~1-2 s
     x = torch.randn(2048, 512)
     sent = {}
 
