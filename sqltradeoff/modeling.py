@@ -303,12 +303,10 @@ def check_target_modules(model_cfg: dict, target_modules) -> None:
             raise UserError(f"model.path: cannot read the model config in {where}: {exc}") from None
         raise _hub_error(where, revision, exc) from None
     with torch.device("meta"):
-        names = [n for n, _ in AutoModelForCausalLM.from_config(config).named_modules() if n]
-    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+        modules = [(n, m) for n, m in AutoModelForCausalLM.from_config(config).named_modules() if n]
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n, _ in modules)]
     if missing:
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in modules if isinstance(m, torch.nn.Linear)})
         raise UserError(f"params: train.target_modules {', '.join(missing)} name no module of this model "
                         f"({config.model_type}); its linear layers are {', '.join(linear)}")
 

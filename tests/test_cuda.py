@@ -333,6 +333,15 @@ def test_varlen_attention_keeps_packed_examples_apart(tiny_mistral, tmp_path):
 
 def test_bf16_lora_without_quantisation_lowers_the_loss(tiny_mistral, tmp_path):
     """`load_in_4bit: false` on CUDA: bf16 weights, LoRA, paged 8-bit AdamW, tuned batching."""
+    info, base = _bf16_training_lowers_the_loss(tiny_mistral, tmp_path,
+                                                {**CFG, "padding_free": True, "attention": "torch_varlen"})
+    assert (info["device"], info["precision"], info["quantization"]) == ("cuda", "bf16", None)
+    assert next(base.parameters()).dtype == torch.bfloat16
+
+
+def _bf16_training_lowers_the_loss(tiny_mistral, tmp_path, cfg):
+    """Train `cfg` on bf16 weights; the completion loss must fall by more than 0.5 (returns the
+    train info and the base model)."""
     from sqltradeoff.modeling import apply_adapter, load_model, load_tokenizer
     from sqltradeoff.training import train
 
@@ -341,14 +350,12 @@ def test_bf16_lora_without_quantisation_lowers_the_loss(tiny_mistral, tmp_path):
     data = rows(tok)
     path = tmp_path / "train.jsonl"
     write_jsonl(path, data)
-    info = train({**CFG, "padding_free": True, "attention": "torch_varlen"}, cfg_m, path, tmp_path / "m",
-                 tmp_path / "metrics")
-    assert (info["device"], info["precision"], info["quantization"]) == ("cuda", "bf16", None)
+    info = train(cfg, cfg_m, path, tmp_path / "m", tmp_path / "metrics")
     base, tok = load_model(cfg_m)
-    assert next(base.parameters()).dtype == torch.bfloat16
     before = completion_loss(base, tok, data)
     after = completion_loss(apply_adapter(base, tmp_path / "m" / "adapter", merge=False), tok, data)
     assert after < before - 0.5, (before, after)
+    return info, base
 
 
 @pytest.mark.parametrize("backend", ["prefix", "continuous"])
@@ -372,18 +379,5 @@ def test_fast_backends_match_the_reference_in_bf16(tiny_mistral, tmp_path, backe
 @pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel not installed")
 def test_liger_kernel_training_lowers_the_loss_like_the_reference(tiny_mistral, tmp_path):
     """`use_liger_kernel: true` (TRL applies liger's fused kernels): the loss falls as without it."""
-    from sqltradeoff.modeling import apply_adapter, load_model, load_tokenizer
-    from sqltradeoff.training import train
-
-    cfg_m = model_cfg(tiny_mistral, False, tmp_path)
-    tok = load_tokenizer(cfg_m)
-    data = rows(tok)
-    path = tmp_path / "train.jsonl"
-    write_jsonl(path, data)
-    cfg = {**CFG, "padding_free": True, "attention": "torch_varlen", "gradient_checkpointing": False,
-           "use_liger_kernel": True}
-    train(cfg, cfg_m, path, tmp_path / "m", tmp_path / "metrics")
-    base, tok = load_model(cfg_m)
-    before = completion_loss(base, tok, data)
-    after = completion_loss(apply_adapter(base, tmp_path / "m" / "adapter", merge=False), tok, data)
-    assert after < before - 0.5, (before, after)
+    _bf16_training_lowers_the_loss(tiny_mistral, tmp_path, {**CFG, "padding_free": True, "attention": "torch_varlen",
+                                                            "gradient_checkpointing": False, "use_liger_kernel": True})
