@@ -22,7 +22,7 @@ from .errors import UserError
 from .io import read_json
 from .report.analysis import _ci, _r, compare
 from .report.inputs import DEBIASED, MMLU_BASE, REFERENCE, Inputs, Paths, _check_debiased_fields, _read_rows, _require
-from .report.markdown import MDE_NOTE, _ci_pct, _mde_cell, _p, _pct, _pp, _run_desc, _table
+from .report.markdown import SEVEN, MDE_NOTE, _ci_pct, _mde_cell, _p, _pct, _pp, _run_desc, _table, run_label  # noqa: F401
 from .report.summary import _cmp_flat
 
 PARAM = "adapter_scales"
@@ -241,74 +241,74 @@ def _xy(c: dict | None, key: str, prefix: str) -> dict:
             f"{prefix}_mde_pp": _r(c["mde_pp"])}
 
 
+def _draw_curves(ax, inp: Inputs, rows: list[dict], colors: list, key: str, ci: str) -> list[float]:
+    """One panel: a curve per run from the origin through its scale points, paired CIs as error bars
+    (thin at the scale points, thick at the run). Returns the x extents drawn."""
+    xs = [0.0]
+    for i, run in enumerate(inp.runs):
+        col = colors[i % len(colors)]
+        pts = [r for r in rows if r["run"] == run]
+        ax.plot([r[key] for r in pts], [r["ex_gain_pp"] for r in pts], "-", color=col, lw=1.6, zorder=2,
+                label=f"{run} ({run_label(inp.runs[run])})")
+        for r in pts[1:]:
+            big = r["scale"] == 1.0
+            x, y = r[key], r["ex_gain_pp"]
+            ax.errorbar([x], [y], xerr=[[x - r[f"{ci}_ci_low_pp"]], [r[f"{ci}_ci_high_pp"] - x]],
+                        yerr=[[y - r["ex_ci_low_pp"]], [r["ex_ci_high_pp"] - y]], fmt="o", ms=8 if big else 4,
+                        capsize=3 if big else 0, lw=1.1 if big else 0.5, color=col, alpha=1.0 if big else 0.6, zorder=3)
+            if big:
+                ax.annotate(run, (x, y), textcoords="offset points", xytext=(6, 5), color=col, fontsize=10,
+                            weight="bold")
+            xs += [r[f"{ci}_ci_low_pp"], r[f"{ci}_ci_high_pp"]]
+    ax.plot([0], [0], "s", color="0.2", ms=7, zorder=4)
+    ax.annotate("base (s = 0)", (0, 0), textcoords="offset points", xytext=(-6, -13), ha="right", fontsize=8,
+                color="0.2")
+    ax.axhline(0, color="0.3", lw=1)
+    ax.axvline(0, color="0.3", lw=1)
+    ax.text(0.98, 0.98, "learns SQL,\nkeeps MMLU", transform=ax.transAxes, ha="right", va="top", color="0.5",
+            fontsize=8)
+    ax.text(0.02, 0.98, "learns SQL,\nforgets MMLU", transform=ax.transAxes, ha="left", va="top", color="0.5",
+            fontsize=8)
+    ax.grid(alpha=0.3)
+    return xs
+
+
 def render_tradeoff(inp: Inputs, fr: dict, mm: dict, n_spider: int, out: Path) -> Path:
     """metrics/plots/tradeoff.png: a curve per run from the base model (origin, scale 0) through its
-    scale points to the run (scale 1, large marker), with paired CIs as error bars; the debiased
-    MMLU change of each point as a hollow marker on a dashed curve when the rows carry it."""
+    scale points to the run (scale 1, large marker), paired CIs as error bars; MMLU under the
+    report's method on the left and, when every point carries it, under the debiased method on the
+    right (same Spider axis)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     from .report.plots import _save
 
     rows = plot_rows(fr, mm)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(8, 6.5))
-    xs, ys = [0.0], [0.0]
-    deb_shown = False
-    for i, run in enumerate(inp.runs):
-        col = colors[i % len(colors)]
-        pts = [r for r in rows if r["run"] == run]
-        x = [r["mmlu_change_pp"] for r in pts]
-        y = [r["ex_gain_pp"] for r in pts]
-        ax.plot(x, y, "-", color=col, lw=1.6, zorder=2, label=f"{run} ({_run_desc(inp.runs[run])})")
-        for r in pts[1:]:
-            big = r["scale"] == 1.0
-            ax.errorbar([r["mmlu_change_pp"]], [r["ex_gain_pp"]],
-                        xerr=[[r["mmlu_change_pp"] - r["mmlu_ci_low_pp"]], [r["mmlu_ci_high_pp"] - r["mmlu_change_pp"]]],
-                        yerr=[[r["ex_gain_pp"] - r["ex_ci_low_pp"]], [r["ex_ci_high_pp"] - r["ex_gain_pp"]]],
-                        fmt="o", ms=9 if big else 5, capsize=4 if big else 2, lw=1.2 if big else 0.7,
-                        color=col, alpha=1.0 if big else 0.75, zorder=3)
-            ax.annotate(run if big else f"{r['scale']:g}", (r["mmlu_change_pp"], r["ex_gain_pp"]),
-                        textcoords="offset points", xytext=(7, 6), color=col,
-                        fontsize=11 if big else 8, weight="bold" if big else "normal")
-            xs += [r["mmlu_ci_low_pp"], r["mmlu_ci_high_pp"]]
-            ys += [r["ex_ci_low_pp"], r["ex_ci_high_pp"]]
-        if all("mmlu_debiased_change_pp" in r for r in pts):
-            deb_shown = True
-            xd = [r["mmlu_debiased_change_pp"] for r in pts]
-            ax.plot(xd, y, "--", color=col, lw=0.9, alpha=0.7, zorder=1.5)
-            ax.plot(xd[1:], y[1:], "o", ms=8, mfc="white", mec=col, mew=1.5, alpha=0.9, zorder=1.6)
-            xs += [r["mmlu_debiased_ci_low_pp"] for r in pts] + [r["mmlu_debiased_ci_high_pp"] for r in pts]
-    ax.plot([0], [0], "s", color="0.2", ms=7, zorder=4)
-    ax.annotate("base (scale 0)", (0, 0), textcoords="offset points", xytext=(-8, -14), ha="right", fontsize=9,
-                color="0.2")
-    ax.axhline(0, color="0.3", lw=1)
-    ax.axvline(0, color="0.3", lw=1)
-    xm = max(1.0, *map(abs, xs)) * 1.15
-    ym = max(1.0, *map(abs, ys)) * 1.15
-    ax.set_xlim(-xm, xm)
-    ax.set_ylim(-ym, ym)
-    mlabel = mm["method"] + (f" solid, {DEBIASED} dashed/hollow" if deb_shown else "")
-    ax.set_xlabel(f"Change in MMLU accuracy vs base (pp)   [{mlabel}; {mm['k_shot']}-shot]")
-    ax.set_ylabel("Gain in Spider execution accuracy vs base zero-shot (pp)")
+    panels = [("mmlu_change_pp", "mmlu", mm["method"])]
+    if rows and all("mmlu_debiased_change_pp" in r for r in rows):
+        panels.append(("mmlu_debiased_change_pp", "mmlu_debiased", DEBIASED))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 0.6, 6.4), sharey=True, squeeze=False)
+    xs = []
+    for ax, (key, ci, method) in zip(axes[0], panels):
+        xs += _draw_curves(ax, inp, rows, colors, key, ci)
+        ax.set_xlabel(f"Change in MMLU accuracy vs base (pp), {method}, {mm['k_shot']}-shot")
+    ys = [0.0] + [r["ex_ci_low_pp"] for r in rows] + [r["ex_ci_high_pp"] for r in rows]
+    xm = max(1.0, *map(abs, xs)) * 1.12
+    span = max(1.0, max(ys) - min(ys))
+    for ax in axes[0]:
+        ax.set_xlim(-xm, xm)
+        ax.set_ylim(min(ys) - 0.08 * span, max(ys) + 0.12 * span)
+    axes[0][0].set_ylabel("Gain in Spider execution accuracy vs base zero-shot (pp)")
     scales = ", ".join(f"{s:g}" for s in fr["scales"])
-    ax.set_title(f"Learning vs forgetting: each run's adapter scaled from 0 (base) to 1"
+    fig.suptitle("Learning vs forgetting: each run's adapter scaled from 0 (base) to 1"
                  + (f" (points at {scales})" if scales else "")
-                 + f"\n(bars: paired bootstrap {inp.settings.cl} CIs; n={n_spider} Spider, "
-                   f"{mm['models'][MMLU_BASE]['n']} MMLU questions)", fontsize=10)
-    ax.text(0.98, 0.98, "learns SQL,\nkeeps MMLU", transform=ax.transAxes, ha="right", va="top", color="0.5",
-            fontsize=9)
-    ax.text(0.02, 0.98, "learns SQL,\nforgets MMLU", transform=ax.transAxes, ha="left", va="top", color="0.5",
-            fontsize=9)
-    ax.grid(alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    if deb_shown:
-        handles += [Line2D([], [], marker="o", ls="-", color="0.3", ms=7, label=f"MMLU {mm['method']}"),
-                    Line2D([], [], marker="o", ls="--", color="0.3", mfc="white", mew=1.5, ms=8,
-                           label=f"MMLU {DEBIASED} (same points)")]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+                 + f"\nbars: paired bootstrap {inp.settings.cl} CIs; n = {n_spider} Spider, "
+                   f"{mm['models'][MMLU_BASE]['n']} MMLU questions", fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
     path = out / "tradeoff.png"
     _save(fig, path)
     plt.close(fig)

@@ -230,3 +230,18 @@ def test_sweep_collects_scale_points_and_plots_template_draws_curves(tmp_path):
     assert marks[:3] == ["line", "rule", "rule"]
     assert spec["layer"][0]["encoding"]["order"]["field"] == "scale"
     assert len(spec["data"]["values"]) == 3
+
+
+def test_run_label_is_short_for_the_legend():
+    from sqltradeoff.frontier import SEVEN, run_label
+    assert run_label({"learning_rate": 2e-4}) == "lr 0.0002"
+    assert run_label({"target_modules": list(SEVEN), "learning_rate": 1e-4}) == "7 proj., lr 0.0001"
+    assert run_label({"target_modules": ["q_proj", "v_proj"], "epochs": 3}) == "q/v, 3 epochs"
+    assert run_label({"lora_r": 32, "lora_alpha": 64}) == "r 32, alpha 64"
+    assert run_label({}) == "train defaults"
+
+
+def test_train_loss_smoothing_is_a_trailing_mean():
+    from sqltradeoff.report.plots import _smooth
+    assert _smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert _smooth([2.0, 4.0], 1) == [2.0, 4.0]

@@ -243,8 +243,13 @@ def test_repository_params_files_load_to_typed_sections():
         assert cfg.predict.batch_size > 0 and cfg.mmlu.method == "loglik" and cfg.prompt.schema == "create_table"
         assert set(cfg.runs) == set(cfg.run_overrides) and cfg.run("run1").lora_r == 8
     gpu = load_params(REPO / "docs/results/qwen2.5-coder-0.5b-gpu/params.yaml").config
-    assert gpu.adapter_scales == (0.25, 0.5, 0.75) and set(gpu.runs) == {"run1", "run2"}
+    assert gpu.adapter_scales == (0.25, 0.5, 0.75) and set(gpu.runs) == {"run1", "run2", "run3", "run4", "run5"}
     assert gpu.run("run2").learning_rate == 5e-5 and gpu.predict.batch_size == 256 and gpu.run("run1").epochs == 1
+    seven = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert gpu.run("run3").target_modules == seven and gpu.run("run3").learning_rate == 2e-4
+    assert gpu.run("run4").target_modules == seven and gpu.run("run4").learning_rate == 1e-4
+    assert (gpu.run("run5").lora_r, gpu.run("run5").lora_alpha, gpu.run("run5").target_modules) == (32, 64, seven[:4])
+    assert all(gpu.run(r).epochs == 1 for r in gpu.runs)    # one epoch each, as run on the H200 (RUN.md)
 
 
 # Through real stages: exit 2, one `error:` line naming the key, no traceback, nothing written.

@@ -90,6 +90,24 @@ def _run_desc(overrides: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "train defaults"
 
 
+SEVEN = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_SHORT = {"learning_rate": "lr", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}
+
+
+def run_label(overrides: dict) -> str:
+    """A run's overrides in a few words for a plot legend: `7 proj., lr 0.0002`, `r 32, alpha 64, lr 0.0002`."""
+    parts = []
+    for k, v in overrides.items():
+        if k == "target_modules":
+            mods = tuple(v)
+            parts.append("7 proj." if set(mods) == set(SEVEN) else "/".join(m.removesuffix("_proj") for m in mods))
+        elif k == "epochs":
+            parts.append(f"{v:g} epoch" + ("" if v == 1 else "s"))
+        else:
+            parts.append(f"{_SHORT.get(k, k)} {v:g}" if isinstance(v, (int, float)) else f"{_SHORT.get(k, k)} {v}")
+    return ", ".join(parts) or "train defaults"
+
+
 def _chance_words(m: dict, cl: str) -> str:
     """`is consistent with chance (25%)` and what that means, for one model under one method."""
     if m["chance"] == "consistent with chance":

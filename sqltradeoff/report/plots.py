@@ -12,7 +12,7 @@ from typing import Any
 from ..io import atomic_write_bytes
 from .analysis import _r
 from .inputs import CHANCE, REFERENCE, Inputs
-from .markdown import _run_desc
+from .markdown import run_label
 
 
 def _save(fig, path: Path) -> None:
@@ -124,18 +124,36 @@ def plot_mmlu_by_subject(mm: dict, cl: str, colors: list, path: Path) -> Path:
     return _finish(plt, fig, path)
 
 
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Trailing mean over `window` values (the first ones over what there is so far)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_train_loss(inp: Inputs, colors: list, path: Path) -> Path:
-    """plots/train_loss.png: the DVCLive training loss of each run (a note where no run has a log)."""
+    """plots/train_loss.png: the DVCLive training loss of each run, per step (faint) and as a trailing
+    mean over about 2% of the steps when there are many (a note where no run has a log)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    window = 1
     if inp.train:
-        for i, (run, t) in enumerate(inp.train.items()):
-            ax.plot(t["steps"], t["loss"], marker="o" if len(t["steps"]) < 40 else None, ms=3,
-                    label=f"{run} ({_run_desc(inp.runs[run])})", color=colors[list(inp.runs).index(run) % len(colors)])
+        for run, t in inp.train.items():
+            col = colors[list(inp.runs).index(run) % len(colors)]
+            window = max(1, len(t["steps"]) // 50)
+            label = f"{run} ({run_label(inp.runs[run])})"
+            if window > 1:
+                ax.plot(t["steps"], t["loss"], color=col, lw=0.5, alpha=0.18)
+                ax.plot(t["steps"], _smooth(t["loss"], window), color=col, lw=1.8, label=label)
+            else:
+                ax.plot(t["steps"], t["loss"], marker="o" if len(t["steps"]) < 40 else None, ms=3, label=label,
+                        color=col)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("training loss" + (f" (lines: mean of the last {window} steps)" if window > 1 else ""))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=8.5, loc="upper right")
     else:
         ax.text(0.5, 0.5, "no training loss logs found\n(metrics/train/<run>/plots/metrics/**/loss.tsv)",
                 ha="center", va="center", transform=ax.transAxes)
