@@ -22,7 +22,7 @@ from .errors import UserError
 from .io import read_json
 from .report.analysis import _ci, _r, compare
 from .report.inputs import DEBIASED, MMLU_BASE, REFERENCE, Inputs, Paths, _check_debiased_fields, _read_rows, _require
-from .report.markdown import SEVEN, MDE_NOTE, _ci_pct, _mde_cell, _p, _pct, _pp, _run_desc, _table, run_label  # noqa: F401
+from .report.markdown import MDE_NOTE, _ci_pct, _mde_cell, _p, _pct, _pp, _run_desc, _table, run_label
 from .report.summary import _cmp_flat
 
 PARAM = "adapter_scales"

@@ -233,7 +233,7 @@ def test_sweep_collects_scale_points_and_plots_template_draws_curves(tmp_path):
 
 
 def test_run_label_is_short_for_the_legend():
-    from sqltradeoff.frontier import SEVEN, run_label
+    from sqltradeoff.report.markdown import SEVEN, run_label
     assert run_label({"learning_rate": 2e-4}) == "lr 0.0002"
     assert run_label({"target_modules": list(SEVEN), "learning_rate": 1e-4}) == "7 proj., lr 0.0001"
     assert run_label({"target_modules": ["q_proj", "v_proj"], "epochs": 3}) == "q/v, 3 epochs"

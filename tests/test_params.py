@@ -245,7 +245,7 @@ def test_repository_params_files_load_to_typed_sections():
     gpu = load_params(REPO / "docs/results/qwen2.5-coder-0.5b-gpu/params.yaml").config
     assert gpu.adapter_scales == (0.25, 0.5, 0.75) and set(gpu.runs) == {"run1", "run2", "run3", "run4", "run5"}
     assert gpu.run("run2").learning_rate == 5e-5 and gpu.predict.batch_size == 256 and gpu.run("run1").epochs == 1
-    seven = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    from sqltradeoff.report.markdown import SEVEN as seven
     assert gpu.run("run3").target_modules == seven and gpu.run("run3").learning_rate == 2e-4
     assert gpu.run("run4").target_modules == seven and gpu.run("run4").learning_rate == 1e-4
     assert (gpu.run("run5").lora_r, gpu.run("run5").lora_alpha, gpu.run("run5").target_modules) == (32, 64, seven[:4])

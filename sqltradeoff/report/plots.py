@@ -126,11 +126,10 @@ def plot_mmlu_by_subject(mm: dict, cl: str, colors: list, path: Path) -> Path:
 
 def _smooth(values: list[float], window: int) -> list[float]:
     """Trailing mean over `window` values (the first ones over what there is so far)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v - (values[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
+    import numpy as np
+    c = np.cumsum(np.asarray(values, dtype=float))
+    c[window:] = c[window:] - c[:-window]
+    return (c / np.minimum(np.arange(1, len(c) + 1), window)).tolist()
 
 
 def plot_train_loss(inp: Inputs, colors: list, path: Path) -> Path:
@@ -138,11 +137,10 @@ def plot_train_loss(inp: Inputs, colors: list, path: Path) -> Path:
     mean over about 2% of the steps when there are many (a note where no run has a log)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    window = 1
+    window = max([1] + [len(t["steps"]) // 50 for t in inp.train.values()])   # one window for all runs
     if inp.train:
         for run, t in inp.train.items():
             col = colors[list(inp.runs).index(run) % len(colors)]
-            window = max(1, len(t["steps"]) // 50)
             label = f"{run} ({run_label(inp.runs[run])})"
             if window > 1:
                 ax.plot(t["steps"], t["loss"], color=col, lw=0.5, alpha=0.18)
