@@ -53,10 +53,14 @@ MISTRAL_7B_V02 = dict(
 # Default variants: "before" = the reference paths (what the issue measured), "after" = the fast ones.
 DEFAULT_VARIANTS = {
     "predict": {"before": {"predict": {"backend": "reference"}}, "prefix": {"predict": {"backend": "prefix"}},
-                "after": {"predict": {"backend": "continuous"}}},
+                "after": {"predict": {"backend": "static"}},
+                "continuous": {"predict": {"backend": "continuous"}},
+                "continuous_graphs": {"predict": {"backend": "continuous", "cuda_graphs": True}}},
     "mmlu": {"before": {"mmlu": {"scoring": "reference", "batch_size": 8}},
              "after": {"mmlu": {"scoring": "batched", "batch_size": 512, "batch_tokens": 262144}}},
-    "train": {"before": {"train": {"use_liger_kernel": False}}, "after": {"train": {"use_liger_kernel": True}}},
+    "train": {"before": {"train": {"gradient_checkpointing": True, "use_liger_kernel": False}},
+              "liger": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
+              "after": {"train": {"gradient_checkpointing": False, "torch_compile": True}}},
 }
 
 
@@ -89,7 +93,13 @@ def build_random_model(arch: str, assets: Path | None, dest: Path) -> dict:
     shutil.rmtree(dest, ignore_errors=True)
     if arch == "mistral-7b":
         from transformers import MistralConfig
-        cfg = MistralConfig(**{k: v for k, v in MISTRAL_7B_V02.items() if k not in ("architectures", "model_type")})
+        shape = {k: v for k, v in MISTRAL_7B_V02.items() if k not in ("architectures", "model_type")}
+        if assets is not None:
+            # the prompts are tokenised with the assets' tokenizer (Qwen's: ids up to 151,935), so the
+            # vocabulary (embedding, lm_head) and special ids are the tokenizer's; the layers are Mistral-7B's
+            qcfg = AutoConfig.from_pretrained(assets)
+            shape.update(vocab_size=qcfg.vocab_size, bos_token_id=qcfg.bos_token_id, eos_token_id=qcfg.eos_token_id)
+        cfg = MistralConfig(**shape)
     else:
         cfg = AutoConfig.from_pretrained(assets)
     cfg.torch_dtype = torch.bfloat16
@@ -103,7 +113,7 @@ def build_random_model(arch: str, assets: Path | None, dest: Path) -> dict:
             if name != "config.json" and (assets / name).is_file():
                 shutil.copy(assets / name, dest / name)
     del model
-    info = {"arch": arch, "parameters": n, "seconds_to_build": round(time.time() - t0, 1)}
+    info = {"arch": arch, "parameters": n, "vocab_size": cfg.vocab_size, "seconds_to_build": round(time.time() - t0, 1)}
     marker.write_text(json.dumps(info))
     return info
 

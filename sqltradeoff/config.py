@@ -110,6 +110,18 @@ def choice(*options: str, lower: bool = False) -> Callable:
     return check
 
 
+def compile_level(value):
+    if isinstance(value, bool) or value not in (0, 1, 2, 3):
+        raise _Bad("0, 1, 2 or 3")
+    return value
+
+
+def auto_or_boolean(value):
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise _Bad("auto, true or false")
+
+
 def nonempty(value):
     if not isinstance(value, str) or not value.strip():
         raise _Bad("a non-empty string")
@@ -330,6 +342,7 @@ class TrainConfig(Section):
     attention: str = _spec(choice(*ATTENTION), "sdpa")
     fp32_upcast: bool = _spec(boolean, True)
     use_liger_kernel: bool = _spec(boolean, False)
+    torch_compile: bool = _spec(boolean, False)
     epochs: int | float = _spec(number(0))
     max_steps: int = _spec(integer(1, also=(-1,), allowed="-1 (train for `epochs`) or a positive integer"))
     max_length: int = _spec(integer(1))
@@ -360,7 +373,9 @@ class PredictConfig(Section):
     NAME = "predict"
     batch_size: int = _spec(integer(1))
     max_new_tokens: int = _spec(integer(1))
-    backend: str = _spec(choice("reference", "prefix", "continuous"), "reference")
+    backend: str = _spec(choice("reference", "prefix", "static", "continuous"), "reference")
+    cuda_graphs: Any = _spec(auto_or_boolean, "auto")      # continuous: use_cuda_graph (auto: transformers decides)
+    compile_level: int = _spec(compile_level, 0)   # continuous: default_compile_level
 
 
 @dataclass(frozen=True, kw_only=True)

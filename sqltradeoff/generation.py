@@ -11,14 +11,24 @@ Backends (`predict.backend`):
   padding, and an out-of-memory shows up on the first batch), left-padded, `model.generate`.
 * `prefix`: prompts that share a long token prefix (every question of one database shares the
   system turn, instruction and schema) form a group (`prefix_groups`: sorted token lists,
-  split where that minimises the prefill tokens computed). The prefix's KV cache is computed once
-  per group; each batch copies it and runs only the question suffixes behind it. Suffixes are
-  left-padded *between* the prefix and the suffix, so the attention mask hides the pads and
-  `generate`'s position ids (cumulative sum of the mask) are those of the unpadded prompt.
-  Groups of one prompt (nothing to share) run as in `reference`.
+  split where that minimises the prefill tokens computed). Each group's prefix KV cache is computed
+  once; the prompts of all groups are then batched together by suffix length (a batch mixes
+  databases, so a sample of a few questions per database still decodes in full batches). A batch's
+  cache holds each row's own prefix, left-padded to the batch's longest prefix; the suffixes are
+  left-padded *between* the prefix and the suffix. The attention mask hides both pads, and
+  `generate`'s position ids (cumulative sum of the mask) are those of the unpadded prompt. Prompts
+  of a group of one (nothing to share) run whole, as in `reference`, in the same batches.
+* `static`: `reference`'s batches with a static KV cache of one size for every batch (the longest
+  prompt plus `max_new_tokens`) and, on CUDA, the decoding step compiled with CUDA graphs
+  (transformers' `CompileConfig`, mode `reduce-overhead`: one graph replay per step instead of
+  hundreds of kernel launches). Every batch keeps `batch_size` rows (the last is filled with copies
+  of its last prompt, whose outputs are dropped), so the graph is captured once. Elsewhere it runs
+  uncompiled (tests: the same outputs as `reference`).
 * `continuous`: transformers' continuous batching (`model.generate_batch`, paged attention;
   full-attention models share equal KV blocks between requests, i.e. prefix caching at
   `CB_BLOCK_SIZE`-token granularity). For CUDA (it runs on CPU too, slowly: tests only).
+  `predict.cuda_graphs` (auto | true | false) and `predict.compile_level` (0-3) are passed to its
+  `ContinuousBatchingConfig` (`use_cuda_graph`, `default_compile_level`).
 
 Statistics: `prompt_tokens` (sum of prompt lengths), `prefill_tokens_computed` (prompt tokens run
 through the model, pads excluded: the reference computes every prompt token; prefix computes each
@@ -35,7 +45,7 @@ from typing import Sequence
 
 from .errors import UserError
 
-BACKENDS = ("reference", "prefix", "continuous")
+BACKENDS = ("reference", "prefix", "static", "continuous")
 CB_BLOCK_SIZE = 32          # paged-cache block (tokens); prefixes are shared in whole blocks
 _DP_WINDOW = 2048           # prefix_groups looks back at most this many prompts (O(n * window) work)
 
@@ -51,6 +61,7 @@ class GenerationStats:
     hit_max_new_tokens: int = 0        # outputs cut by max_new_tokens (no stop token)
     wall_time_s: float = 0.0
     tokens_per_s: float = 0.0          # generated tokens / wall time
+    first_batch_s: float = 0.0         # wall time to the first finished batch (includes compiling, static backend)
     backend: str = "reference"
     prefix_groups: int = 0             # groups sharing one prefix cache (prefix backend)
     prefill_tokens_computed: int | None = 0   # None: not known (continuous without its counter)
@@ -179,6 +190,8 @@ class _Collector:
                 kept, n_gen = tokens[:cut], cut + 1
             self.stats.generated_tokens += n_gen
             self.outputs[i] = self.tokenizer.decode(kept, skip_special_tokens=True)
+        if not self.stats.first_batch_s:
+            self.stats.first_batch_s = round(time.time() - self.t0, 3)
         if batch:
             self.stats.batches += 1
             self.bar.update(len(indices))
@@ -235,8 +248,94 @@ def _run_batches(model, encoded, members: Sequence[int], prefix_len: int, batch_
         collect.add(idx, out[:, input_ids.shape[1]:].tolist())
 
 
+def _prefix_cache(model, prefix: Sequence[int], device):
+    """The KV cache of one prompt prefix: [(keys, values)] per layer, each (1, heads, len, dim)."""
+    import torch
+
+    out = model(input_ids=torch.tensor([list(prefix)], dtype=torch.long, device=device), use_cache=True,
+                logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def _batch_cache(model, parts: Sequence[list | None], lens: Sequence[int], width: int):
+    """One DynamicCache for a batch: row b holds `parts[b]` (a `_prefix_cache`, or None for no
+    prefix) right-aligned in `width` slots, zeros before it (those slots are masked)."""
+    import torch
+    from transformers import DynamicCache
+
+    ref = next(p for p in parts if p is not None)
+    layers = []
+    for li, (k0, v0) in enumerate(ref):
+        keys = k0.new_zeros((len(parts), k0.shape[1], width, k0.shape[3]))
+        values = v0.new_zeros((len(parts), v0.shape[1], width, v0.shape[3]))
+        for b, (part, n) in enumerate(zip(parts, lens)):
+            if part is not None and n:
+                keys[b, :, width - n:] = part[li][0][0]
+                values[b, :, width - n:] = part[li][1][0]
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers, config=model.config)
+
+
+def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
+    """The prefix backend: each group's prefix cache once, then batches of any groups' suffixes."""
+    import torch
+
+    device = next(model.parameters()).device
+    caches, prefix_len = [], {}
+    for g, (p, members) in enumerate(groups):
+        caches.append(_prefix_cache(model, encoded[members[0]][:p], device) if p > 0 else None)
+        collect.stats.prefill_tokens_computed += p
+        for i in members:
+            prefix_len[i] = (g, p)
+    order = sorted(prefix_len, key=lambda i: (-(len(encoded[i]) - prefix_len[i][1]), i))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        lp = max(prefix_len[i][1] for i in idx)
+        rows = [encoded[i][prefix_len[i][1]:] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(idx), lp + width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), lp + width), dtype=torch.long)
+        for b, (i, r) in enumerate(zip(idx, rows)):
+            p = prefix_len[i][1]
+            if p:
+                ids[b, lp - p:lp] = torch.tensor(encoded[i][:p], dtype=torch.long)
+                mask[b, lp - p:lp] = 1
+            ids[b, lp + width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[b, lp + width - len(r):] = 1
+        kwargs = {}
+        if lp:
+            kwargs["past_key_values"] = _batch_cache(model, [caches[prefix_len[i][0]] for i in idx],
+                                                     [prefix_len[i][1] for i in idx], lp)
+        ids, mask = ids.to(device), mask.to(device)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **kwargs)
+        collect.stats.prefill_tokens_computed += sum(len(r) for r in rows)
+        collect.stats.prefix_tokens_reused += sum(prefix_len[i][1] for i in idx)
+        collect.add(idx, out[:, ids.shape[1]:].tolist())
+
+
+def _run_static(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
+    """`reference`'s batches with one static cache size and a compiled (CUDA-graph) decoding step."""
+    from transformers import CompileConfig
+
+    device = next(model.parameters()).device
+    cfg = copy.deepcopy(gen_cfg)
+    cfg.cache_implementation = "static"
+    cfg.max_cache_len = max(len(e) for e in encoded) + int(gen_cfg.max_new_tokens)
+    cfg.compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    rows_per_batch = min(batch_size, len(order))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        filled = idx + [idx[-1]] * (rows_per_batch - len(idx))      # one batch shape for the compiled step
+        rows = [encoded[i] for i in filled]
+        input_ids, attention_mask = _padded_batch(rows, [], pad_id, device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=cfg)
+        collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
+        collect.add(idx, out[:len(idx), input_ids.shape[1]:].tolist())
+
+
 def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cfg, collect: _Collector,
-                    progress: bool) -> None:
+                    progress: bool, cuda_graphs: bool | None = None, compile_level: int = 0) -> None:
     """All prompts through `model.generate_batch` (continuous batching, paged attention, shared blocks)."""
     from transformers import ContinuousBatchingConfig
 
@@ -247,7 +346,8 @@ def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cf
     cb_cfg = ContinuousBatchingConfig(
         block_size=CB_BLOCK_SIZE, allow_block_sharing=True, max_requests_per_batch=batch_size,
         num_blocks=blocks, max_memory_percent=0.25 if cuda else None,
-        max_batch_tokens=None if cuda else max(len(e) for e in encoded) * min(batch_size, len(encoded)))
+        max_batch_tokens=None if cuda else max(len(e) for e in encoded) * min(batch_size, len(encoded)),
+        use_cuda_graph=cuda_graphs, default_compile_level=int(compile_level))
     attn = model.config._attn_implementation
     cb_log = logging.getLogger("ContinuousBatchingLogger")     # silence its persistent-manager notice
     level = cb_log.level
@@ -280,14 +380,15 @@ def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cf
 
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 128,
              desc: str = "generate", progress: bool = True, backend: str = "reference",
-             stop_ids: Sequence[int] | None = None,
-             min_new_tokens: int | None = None) -> tuple[list[str], GenerationStats]:
+             stop_ids: Sequence[int] | None = None, min_new_tokens: int | None = None,
+             cuda_graphs: bool | None = None, compile_level: int = 0) -> tuple[list[str], GenerationStats]:
     """Greedy completions of `prompts` (in input order) and throughput statistics.
 
     `stop_ids`: the token ids that end a completion (default `modeling.stop_token_ids`: EOS and
     the end-of-turn tokens; MMLU passes the model's own EOS, as a plain `model.generate` stops).
     A tokenizer without a pad token pads with its EOS token (the pads are masked).
-    `min_new_tokens` (benchmarks): no output stops before that many new tokens."""
+    `min_new_tokens` (benchmarks): no output stops before that many new tokens.
+    `cuda_graphs` (None: transformers decides), `compile_level`: the continuous backend's settings."""
     import torch
 
     check_backend(backend)
@@ -315,18 +416,16 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_
         # mode; inference tensors would refuse that ("Inplace update to inference tensor outside
         # InferenceMode", seen on an H200).
         with torch.no_grad():
-            _run_continuous(model, encoded, batch_size, max_new_tokens, gen_cfg, collect, progress)
+            _run_continuous(model, encoded, batch_size, max_new_tokens, gen_cfg, collect, progress,
+                            cuda_graphs, compile_level)
         return collect.finish(), stats
     with torch.inference_mode():
         if backend == "prefix":
             groups = prefix_groups(encoded)
-            alone = sorted(i for p, members in groups if p == 0 for i in members)
             stats.prefix_groups = sum(p > 0 for p, _ in groups)
-            for p, members in groups:
-                if p > 0:
-                    _run_batches(model, encoded, members, p, batch_size, gen_cfg, collect, pad_id)
-            if alone:
-                _run_batches(model, encoded, alone, 0, batch_size, gen_cfg, collect, pad_id)
+            _run_prefix(model, encoded, groups, batch_size, gen_cfg, collect, pad_id)
+        elif backend == "static":
+            _run_static(model, encoded, batch_size, gen_cfg, collect, pad_id)
         else:
             _run_batches(model, encoded, range(len(prompts)), 0, batch_size, gen_cfg, collect, pad_id)
     return collect.finish(), stats

@@ -29,6 +29,8 @@ study's recipe):
 
 * `use_liger_kernel` -- liger-kernel's fused layer kernels through TRL's `use_liger_kernel` (CUDA
   and the liger-kernel package; refused with a one-line error before the model loads otherwise).
+* `torch_compile` -- the Trainer's `torch.compile` of the model (TrainingArguments.torch_compile);
+  not part of the resume hash (it changes speed, not the optimisation).
 
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
 configuration (hash of train config, model and data) resumes from the latest complete one
@@ -61,7 +63,7 @@ TRAIN_KEYS = tuple(k for k, d in _SPECS.items() if d is REQUIRED)
 # Optional keys and their defaults (the reference study's recipe).
 TRAIN_DEFAULTS = {k: d for k, d in _SPECS.items() if d is not REQUIRED}
 # Keys that do not change the trained weights (excluded from the resume hash).
-_NO_RESULT_KEYS = ("save_steps", "save_total_limit")
+_NO_RESULT_KEYS = ("save_steps", "save_total_limit", "torch_compile")
 
 
 def train_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
@@ -220,6 +222,7 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         disable_tqdm=False,
         use_cpu=settings.device == "cpu",
         use_liger_kernel=bool(cfg["use_liger_kernel"]),
+        torch_compile=bool(cfg["torch_compile"]),
     )
 
 

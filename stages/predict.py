@@ -5,7 +5,8 @@ Each --job IN OUT reads IN (JSONL: id, db_id, question, gold_sql, hardness, prom
 already rendered with the chat template) and writes OUT (JSONL: id, db_id, question, gold_sql,
 pred_sql, raw_output, hardness), in IN's order. pred_sql is extracted from the raw output with
 sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens,
-predict.backend (reference | prefix | continuous; see sqltradeoff/generation.py).
+predict.backend (reference | prefix | static | continuous; see sqltradeoff/generation.py),
+predict.cuda_graphs and predict.compile_level (the continuous backend).
 Generation statistics (wall time, tokens/s) go to stderr as one JSON line per job, and with
 --stats-dir DIR also to DIR/<OUT name>.json (e.g. metrics/predict/run1.json).
 
@@ -86,7 +87,9 @@ def main(argv=None):
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
     for src, dst, rows in jobs:
         outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, desc=Path(dst).stem, backend=backend)
+                                  max_new_tokens=max_new_tokens, desc=Path(dst).stem, backend=backend,
+                                  cuda_graphs=None if pred_cfg.cuda_graphs == "auto" else pred_cfg.cuda_graphs,
+                                  compile_level=pred_cfg.compile_level)
         preds = [{"id": r["id"], "db_id": r["db_id"], "question": r["question"], "gold_sql": r["gold_sql"],
                   "pred_sql": extract_sql(raw), "raw_output": raw, "hardness": r["hardness"]}
                  for r, raw in zip(rows, outputs)]

@@ -171,10 +171,14 @@ def _backend_equals_reference(model, tok, backend, batch_size, max_new_tokens, n
     return prompts, ref, stats
 
 
-def test_prefix_backend_equals_reference_and_counts_prefill(tiny):
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_prefix_backend_equals_reference_and_counts_prefill(tiny, batch_size):
     model, tok = tiny
-    prompts, ref, stats = _backend_equals_reference(model, tok, "prefix", batch_size=2, max_new_tokens=12)
+    prompts, ref, stats = _backend_equals_reference(model, tok, "prefix", batch_size=batch_size, max_new_tokens=12)
     assert ref == [reference_generate(model, tok, p, 12) for p in prompts]     # unpadded, uncached
+    # batches mix databases (and the prompt without a shared prefix): ceil(7 / batch) batches, where one
+    # group at a time would take 2 + 2 + 1 (batch 2) or 1 + 1 + 1 (batch 4)
+    assert stats.batches == -(-len(prompts) // batch_size)
     enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     groups = prefix_groups(enc)
     assert stats.prefix_groups == 2 == sum(p > 0 for p, _ in groups)
@@ -186,6 +190,35 @@ def test_prefix_backend_equals_reference_and_counts_prefill(tiny):
     assert stats.prefix_tokens_reused == reused > 0
     assert stats.prefill_tokens_computed == stats.prompt_tokens - reused + sum(p for p, _ in groups)
     assert stats.prefill_tokens_computed < stats.prompt_tokens / 2
+
+
+@pytest.mark.parametrize("batch_size", [3, 7, 16])
+def test_static_backend_equals_reference(tiny, batch_size):
+    """One static cache size for all batches; the last batch filled with copies (outputs dropped)."""
+    model, tok = tiny
+    prompts, ref, stats = _backend_equals_reference(model, tok, "static", batch_size=batch_size, max_new_tokens=12)
+    assert ref == [reference_generate(model, tok, p, 12) for p in prompts]
+    assert stats.batches == -(-len(prompts) // batch_size) and stats.prefill_tokens_computed == stats.prompt_tokens
+
+
+def test_static_backend_compiles_the_decoding_step_with_one_cache_size(tiny, monkeypatch):
+    """Every `generate` call gets the static cache of one size (longest prompt + max_new_tokens) and
+    a CUDA-graph compile config (used on CUDA only), and the same number of rows."""
+    model, tok = tiny
+    seen = []
+    real = model.generate
+
+    def spy(*a, **k):
+        cfg = k["generation_config"]
+        seen.append((k["input_ids"].shape[0], cfg.cache_implementation, cfg.max_cache_len,
+                     cfg.compile_config.mode, cfg.compile_config.dynamic))
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "generate", spy)
+    prompts = schema_prompts(tok)[0]
+    generate(model, tok, prompts, batch_size=3, max_new_tokens=5, progress=False, backend="static")
+    longest = max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert seen == [(3, "static", longest + 5, "reduce-overhead", False)] * 3
 
 
 def test_continuous_backend_equals_reference(tiny):
@@ -216,7 +249,7 @@ def test_continuous_backend_runs_outside_inference_mode(tiny, monkeypatch):
 
 
 def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
-    with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, continuous"):
+    with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, static, continuous"):
         check_backend("fast")
     from transformers import GenerationMixin
     owner = next(c for c in GenerationMixin.__mro__ if "generate_batch" in vars(c))
@@ -227,11 +260,11 @@ def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["prefix", "continuous"])
+@pytest.mark.parametrize("backend", ["prefix", "static", "continuous"])
 def test_real_model_backend_equals_reference(smollm2_cfg, backend):
     model, tok = load_model(smollm2_cfg)
     # continuous batching is slow on CPU (paged attention in plain PyTorch): fewer prompts there
-    n, new = (None, 8) if backend == "prefix" else (4, 8)
+    n, new = (4, 8) if backend == "continuous" else (None, 8)
     _, ref, stats = _backend_equals_reference(model, tok, backend, batch_size=2, max_new_tokens=new, n_prompts=n)
     assert all(o.strip() for o in ref)
 

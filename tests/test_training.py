@@ -238,7 +238,8 @@ def test_throughput_settings_are_validated_and_default_to_the_reference_recipe()
 
     filled = validate_config(dict(CFG))
     assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
-                                                        "fp32_upcast": True, "use_liger_kernel": False}
+                                                        "fp32_upcast": True, "use_liger_kernel": False,
+                                                        "torch_compile": False}
     with pytest.raises(UserError, match="padding_free"):
         validate_config({**CFG, "padding_free": "yes"})
     with pytest.raises(UserError, match="fp32_upcast"):
@@ -596,6 +597,9 @@ def test_liger_kernel_is_refused_before_the_model_loads_where_it_cannot_run(tiny
     # TRL's SFTConfig gets it under its own name; off by default
     assert sft_config_kwargs({**CFG, "use_liger_kernel": True}, cuda, "ck")["use_liger_kernel"] is True
     assert sft_config_kwargs(CFG, cuda, "ck")["use_liger_kernel"] is False
+    # train.torch_compile: the Trainer's torch.compile of the model, off by default
+    assert sft_config_kwargs({**CFG, "torch_compile": True}, cuda, "ck")["torch_compile"] is True
+    assert sft_config_kwargs(CFG, cuda, "ck")["torch_compile"] is False
     assert not (tmp_path / "m").exists()
 
 
