@@ -16,8 +16,10 @@ Backends (`predict.backend`):
   databases, so a sample of a few questions per database still decodes in full batches). A batch's
   cache holds each row's own prefix, left-padded to the batch's longest prefix; the suffixes are
   left-padded *between* the prefix and the suffix. The attention mask hides both pads, and
-  `generate`'s position ids (cumulative sum of the mask) are those of the unpadded prompt. Prompts
-  of a group of one (nothing to share) run whole, as in `reference`, in the same batches.
+  `generate`'s position ids (cumulative sum of the mask) are those of the unpadded prompt. The
+  tokens *all* prompts share (chat template, instruction, the few-shot baseline's examples) are
+  computed once and every group's prefix is computed on top of them; a prompt of a group of one
+  runs behind that common prefix alone.
 * `static`: `reference`'s batches with a static KV cache of one size for every batch (the longest
   prompt plus `max_new_tokens`) and, on CUDA, the decoding step compiled with CUDA graphs
   (transformers' `CompileConfig`, mode `reduce-overhead`: one graph replay per step instead of
@@ -276,15 +278,45 @@ def _batch_cache(model, parts: Sequence[list | None], lens: Sequence[int], width
     return DynamicCache(ddp_cache_data=layers, config=model.config)
 
 
+def common_prefix_len(encoded: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with (the chat template, the instruction, few-shot examples),
+    capped so every prompt keeps at least one token to run; 0 for fewer than two prompts."""
+    if len(encoded) < 2:
+        return 0
+    lo, hi = min(encoded), max(encoded)          # the sorted extremes bound every common prefix
+    return min(_lcp(lo, hi), min(len(e) for e in encoded) - 1)
+
+
+def _extend_cache(model, base, tokens: Sequence[int], device):
+    """`base` (a `_prefix_cache`) followed by `tokens`: the KV cache of the longer prefix."""
+    import torch
+    from transformers import DynamicCache
+
+    past = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in base], config=model.config)
+    out = model(input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=device), past_key_values=past,
+                use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
 def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
-    """The prefix backend: each group's prefix cache once, then batches of any groups' suffixes."""
+    """The prefix backend: the prefix all prompts share computed once, each group's prefix on top of
+    it, then batches of any groups' suffixes (a prompt of no group runs behind the common prefix)."""
     import torch
 
     device = next(model.parameters()).device
+    common = common_prefix_len(encoded)
+    base = _prefix_cache(model, encoded[0][:common], device) if common else None
+    collect.stats.prefill_tokens_computed += common
     caches, prefix_len = [], {}
     for g, (p, members) in enumerate(groups):
-        caches.append(_prefix_cache(model, encoded[members[0]][:p], device) if p > 0 else None)
-        collect.stats.prefill_tokens_computed += p
+        p = max(p, common)
+        if p > common:
+            head = encoded[members[0]]
+            caches.append(_extend_cache(model, base, head[common:p], device) if base is not None
+                          else _prefix_cache(model, head[:p], device))
+            collect.stats.prefill_tokens_computed += p - common
+        else:
+            caches.append(base)
         for i in members:
             prefix_len[i] = (g, p)
     order = sorted(prefix_len, key=lambda i: (-(len(encoded[i]) - prefix_len[i][1]), i))
@@ -321,7 +353,8 @@ def _run_static(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     cfg = copy.deepcopy(gen_cfg)
     cfg.cache_implementation = "static"
     cfg.max_cache_len = max(len(e) for e in encoded) + int(gen_cfg.max_new_tokens)
-    cfg.compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
+    if device.type == "cuda":      # elsewhere transformers would only warn that it cannot compile
+        cfg.compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     rows_per_batch = min(batch_size, len(order))
     for start in range(0, len(order), batch_size):

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from sqltradeoff.errors import UserError
-from sqltradeoff.generation import check_backend, generate, prefix_groups
+from sqltradeoff.generation import check_backend, common_prefix_len, generate, prefix_groups
 from sqltradeoff.modeling import load_model, stop_token_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,6 +159,34 @@ def test_prefix_groups_follow_the_shared_schema():
     assert prefix_groups([]) == []
 
 
+def test_common_prefix_len_is_what_every_prompt_starts_with():
+    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 9], [1, 2, 3]]) == 2
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2          # a token is left to run
+    assert common_prefix_len([[5, 1], [6, 1]]) == 0
+    assert common_prefix_len([[1, 2, 3]]) == 0 == common_prefix_len([])
+
+
+def test_prefix_backend_shares_the_few_shot_examples_across_databases(tiny):
+    """Few-shot prompts: the same examples before every database's schema. They are computed once
+    (the common prefix), each schema on top of them; the text equals the reference's."""
+    from sqltradeoff.prompts import user_text
+
+    model, tok = tiny
+    shots = "Examples:\nQuestion: how many heads?\nSQL: SELECT count(*) FROM head\n\n"
+    dbs = ["concert_singer", "stadium", "concert_singer", "stadium", "concert_singer"]
+    prompts = [render(tok, shots + user_text(q, SCHEMAS[db])) for q, db in zip(QUESTIONS, dbs)]
+    ref, _ = generate(model, tok, prompts, batch_size=2, max_new_tokens=10, progress=False)
+    out, stats = generate(model, tok, prompts, batch_size=2, max_new_tokens=10, progress=False, backend="prefix")
+    assert out == ref
+    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    common = common_prefix_len(enc)
+    assert common >= len(tok(shots, add_special_tokens=False)["input_ids"]) - 2     # the examples, at least
+    groups = prefix_groups(enc)
+    assert stats.prefill_tokens_computed == (common + sum(p - common for p, _ in groups if p > common)
+                                             + sum(len(e) - max(p, common) for p, m in groups for e in
+                                                   (enc[i] for i in m)))
+
+
 def _backend_equals_reference(model, tok, backend, batch_size, max_new_tokens, n_prompts=None):
     prompts = schema_prompts(tok)[0][:n_prompts]
     ref, ref_stats = generate(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -186,9 +214,14 @@ def test_prefix_backend_equals_reference_and_counts_prefill(tiny, batch_size):
         if p:
             assert {prompts[i].split("Question:")[0] for i in members} == {prompts[members[0]].split("Question:")[0]}
             assert p == min(_token_lcp(enc[members[0]], enc[i]) for i in members[1:])
-    reused = sum(p * len(m) for p, m in groups)
+    # every row reuses its group's prefix, or the prefix all prompts share (the chat template and the
+    # instruction) when that is longer: the lone prompt too
+    common = common_prefix_len(enc)
+    assert 0 < common < min(p for p, _ in groups if p)
+    reused = sum(max(p, common) * len(m) for p, m in groups)
     assert stats.prefix_tokens_reused == reused > 0
-    assert stats.prefill_tokens_computed == stats.prompt_tokens - reused + sum(p for p, _ in groups)
+    assert stats.prefill_tokens_computed == (stats.prompt_tokens - reused + common
+                                             + sum(p - common for p, _ in groups if p > common))
     assert stats.prefill_tokens_computed < stats.prompt_tokens / 2
 
 
@@ -203,22 +236,37 @@ def test_static_backend_equals_reference(tiny, batch_size):
 
 def test_static_backend_compiles_the_decoding_step_with_one_cache_size(tiny, monkeypatch):
     """Every `generate` call gets the static cache of one size (longest prompt + max_new_tokens) and
-    a CUDA-graph compile config (used on CUDA only), and the same number of rows."""
+    the same number of rows; the CUDA-graph compile config only on CUDA (elsewhere it cannot apply)."""
     model, tok = tiny
     seen = []
     real = model.generate
 
     def spy(*a, **k):
         cfg = k["generation_config"]
-        seen.append((k["input_ids"].shape[0], cfg.cache_implementation, cfg.max_cache_len,
-                     cfg.compile_config.mode, cfg.compile_config.dynamic))
+        seen.append((k["input_ids"].shape[0], cfg.cache_implementation, cfg.max_cache_len, cfg.compile_config))
         return real(*a, **k)
 
     monkeypatch.setattr(model, "generate", spy)
     prompts = schema_prompts(tok)[0]
     generate(model, tok, prompts, batch_size=3, max_new_tokens=5, progress=False, backend="static")
     longest = max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    assert seen == [(3, "static", longest + 5, "reduce-overhead", False)] * 3
+    assert seen == [(3, "static", longest + 5, None)] * 3
+    seen.clear()
+    from sqltradeoff import generation
+
+    class FakeCuda:                                 # the settings a CUDA model gets (nothing runs on CUDA)
+        type = "cuda"
+    captured = []
+    monkeypatch.setattr(model, "generate", lambda **k: captured.append(k["generation_config"].compile_config)
+                        or k["input_ids"][:, :0].new_zeros((k["input_ids"].shape[0], k["input_ids"].shape[1] + 1)))
+    real_padded = generation._padded_batch
+    monkeypatch.setattr(generation, "_padded_batch", lambda rows, prefix, pad, device: real_padded(rows, prefix, pad, "cpu"))
+    monkeypatch.setattr(model, "parameters", lambda: iter([type("P", (), {"device": FakeCuda()})()]))
+    generation._run_static(model, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], 4,
+                           generation.greedy_generation_config(tok, model, 5),
+                           generation._Collector(tok, model, len(prompts), generation.GenerationStats(), "t", False),
+                           tok.pad_token_id or 0)
+    assert [(c.mode, c.dynamic, c.fullgraph) for c in captured] == [("reduce-overhead", False, False)] * 2
 
 
 def test_continuous_backend_equals_reference(tiny):
