@@ -224,29 +224,15 @@ def _padded_batch(rows: Sequence[Sequence[int]], prefix: Sequence[int], pad_id: 
     return ids.to(device), mask.to(device)
 
 
-def _run_batches(model, encoded, members: Sequence[int], prefix_len: int, batch_size: int, gen_cfg,
-                 collect: _Collector, pad_id: int) -> None:
-    """Generate for `members` (longest suffix first), reusing one KV cache of their shared prefix."""
-    import torch
-
+def _run_reference(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
+    """The reference backend: prompts longest first, left-padded batches, `model.generate`."""
     device = next(model.parameters()).device
-    prefix = list(encoded[members[0]][:prefix_len])
-    cache = None
-    if prefix_len:
-        out = model(input_ids=torch.tensor([prefix], dtype=torch.long, device=device), use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        collect.stats.prefill_tokens_computed += prefix_len
-    order = sorted(members, key=lambda i: (-len(encoded[i]), i))
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        rows = [encoded[i][prefix_len:] for i in idx]
-        input_ids, attention_mask = _padded_batch(rows, prefix, pad_id, device)
-        kwargs = {}
-        if cache is not None:
-            kwargs["past_key_values"] = copied_cache(cache, len(idx))
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg, **kwargs)
-        collect.stats.prefill_tokens_computed += sum(len(r) for r in rows)
-        collect.stats.prefix_tokens_reused += prefix_len * len(idx)
+        input_ids, attention_mask = _padded_batch([encoded[i] for i in idx], [], pad_id, device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
+        collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
         collect.add(idx, out[:, input_ids.shape[1]:].tolist())
 
 
@@ -460,5 +446,5 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_
         elif backend == "static":
             _run_static(model, encoded, batch_size, gen_cfg, collect, pad_id)
         else:
-            _run_batches(model, encoded, range(len(prompts)), 0, batch_size, gen_cfg, collect, pad_id)
+            _run_reference(model, encoded, batch_size, gen_cfg, collect, pad_id)
     return collect.finish(), stats
