@@ -24,6 +24,7 @@ CI_METHODS = ("percentile", "bca", "basic", "wilson")
 SCHEMA_MODES = ("create_table", "none")
 ATTENTION = ("sdpa", "eager", "torch_varlen", "flash_attention_2", "flash_attention_3", "flex_attention")
 MMLU_SCORING = ("batched", "reference")
+PREDICT_BACKENDS = ("reference", "prefix", "static", "continuous")    # sqltradeoff/generation.py
 DEFAULT_MMLU_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 REQUIRED = object()      # a key without a default
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
@@ -110,7 +111,7 @@ def choice(*options: str, lower: bool = False) -> Callable:
     return check
 
 
-def compile_level(value):
+def a_compile_level(value):
     if isinstance(value, bool) or value not in (0, 1, 2, 3):
         raise _Bad("0, 1, 2 or 3")
     return value
@@ -373,9 +374,9 @@ class PredictConfig(Section):
     NAME = "predict"
     batch_size: int = _spec(integer(1))
     max_new_tokens: int = _spec(integer(1))
-    backend: str = _spec(choice("reference", "prefix", "static", "continuous"), "reference")
+    backend: str = _spec(choice(*PREDICT_BACKENDS), "reference")
     cuda_graphs: Any = _spec(auto_or_boolean, "auto")      # continuous: use_cuda_graph (auto: transformers decides)
-    compile_level: int = _spec(compile_level, 0)   # continuous: default_compile_level
+    compile_level: int = _spec(a_compile_level, 0)   # continuous: default_compile_level
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,9 +45,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from .config import PREDICT_BACKENDS as BACKENDS
 from .errors import UserError
 
-BACKENDS = ("reference", "prefix", "static", "continuous")
 CB_BLOCK_SIZE = 32          # paged-cache block (tokens); prefixes are shared in whole blocks
 _DP_WINDOW = 2048           # prefix_groups looks back at most this many prompts (O(n * window) work)
 
@@ -207,41 +207,51 @@ class _Collector:
         return [o if o is not None else "" for o in self.outputs]
 
 
-def _padded_batch(rows: Sequence[Sequence[int]], prefix: Sequence[int], pad_id: int, device):
-    """input ids `prefix + pads + row` and the mask hiding the pads (pads sit between prefix and row)."""
+def _padded_batch(prefixes: Sequence[Sequence[int]], rows: Sequence[Sequence[int]], pad_id: int, device):
+    """Input ids `pads + prefix + pads + row` for each (prefix, row) and the mask hiding the pads:
+    every prefix right-aligned in the longest prefix's width, every row in the longest row's."""
     import torch
 
-    width = max(len(r) for r in rows)
-    p = len(prefix)
-    ids = torch.full((len(rows), p + width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), p + width), dtype=torch.long)
-    if p:
-        ids[:, :p] = torch.tensor(list(prefix), dtype=torch.long)
-        mask[:, :p] = 1
-    for b, r in enumerate(rows):
-        ids[b, p + width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-        mask[b, p + width - len(r):] = 1
+    lp, width = max(len(p) for p in prefixes), max(len(r) for r in rows)
+    ids = torch.full((len(rows), lp + width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), lp + width), dtype=torch.long)
+    for b, (p, r) in enumerate(zip(prefixes, rows)):
+        if p:
+            ids[b, lp - len(p):lp] = torch.tensor(list(p), dtype=torch.long)
+            mask[b, lp - len(p):lp] = 1
+        ids[b, lp + width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[b, lp + width - len(r):] = 1
     return ids.to(device), mask.to(device)
 
 
-def _run_reference(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
-    """The reference backend: prompts longest first, left-padded batches, `model.generate`."""
+def _run_reference(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int,
+                   fill: bool = False) -> None:
+    """The reference backend: prompts longest first, left-padded batches, `model.generate`.
+    `fill`: every batch has the same number of rows (the last filled with copies of its last prompt,
+    whose outputs are dropped)."""
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    rows_per_batch = min(batch_size, len(order))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        input_ids, attention_mask = _padded_batch([encoded[i] for i in idx], [], pad_id, device)
+        batch = idx + [idx[-1]] * (rows_per_batch - len(idx)) if fill else idx
+        input_ids, attention_mask = _padded_batch([()] * len(batch), [encoded[i] for i in batch], pad_id, device)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
         collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
-        collect.add(idx, out[:, input_ids.shape[1]:].tolist())
+        collect.add(idx, out[:len(idx), input_ids.shape[1]:].tolist())
 
 
-def _prefix_cache(model, prefix: Sequence[int], device):
-    """The KV cache of one prompt prefix: [(keys, values)] per layer, each (1, heads, len, dim)."""
+def _prefix_cache(model, tokens: Sequence[int], device, base=None):
+    """The KV cache of a prompt prefix, [(keys, values)] per layer, each (1, heads, len, dim): of
+    `tokens`, or of `base` (such a cache, left unchanged) followed by `tokens`."""
     import torch
+    from transformers import DynamicCache
 
-    out = model(input_ids=torch.tensor([list(prefix)], dtype=torch.long, device=device), use_cache=True,
-                logits_to_keep=1)
+    past = None
+    if base is not None:
+        past = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in base], config=model.config)
+    out = model(input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=device), past_key_values=past,
+                use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
@@ -273,17 +283,6 @@ def common_prefix_len(encoded: Sequence[Sequence[int]]) -> int:
     return min(_lcp(lo, hi), min(len(e) for e in encoded) - 1)
 
 
-def _extend_cache(model, base, tokens: Sequence[int], device):
-    """`base` (a `_prefix_cache`) followed by `tokens`: the KV cache of the longer prefix."""
-    import torch
-    from transformers import DynamicCache
-
-    past = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in base], config=model.config)
-    out = model(input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=device), past_key_values=past,
-                use_cache=True, logits_to_keep=1)
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-
-
 def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
     """The prefix backend: the prefix all prompts share computed once, each group's prefix on top of
     it, then batches of any groups' suffixes (a prompt of no group runs behind the common prefix)."""
@@ -297,9 +296,7 @@ def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Coll
     for g, (p, members) in enumerate(groups):
         p = max(p, common)
         if p > common:
-            head = encoded[members[0]]
-            caches.append(_extend_cache(model, base, head[common:p], device) if base is not None
-                          else _prefix_cache(model, head[:p], device))
+            caches.append(_prefix_cache(model, encoded[members[0]][common:p], device, base))
             collect.stats.prefill_tokens_computed += p - common
         else:
             caches.append(base)
@@ -310,21 +307,11 @@ def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Coll
         idx = order[start:start + batch_size]
         lp = max(prefix_len[i][1] for i in idx)
         rows = [encoded[i][prefix_len[i][1]:] for i in idx]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(idx), lp + width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), lp + width), dtype=torch.long)
-        for b, (i, r) in enumerate(zip(idx, rows)):
-            p = prefix_len[i][1]
-            if p:
-                ids[b, lp - p:lp] = torch.tensor(encoded[i][:p], dtype=torch.long)
-                mask[b, lp - p:lp] = 1
-            ids[b, lp + width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[b, lp + width - len(r):] = 1
+        ids, mask = _padded_batch([encoded[i][:prefix_len[i][1]] for i in idx], rows, pad_id, device)
         kwargs = {}
         if lp:
             kwargs["past_key_values"] = _batch_cache(model, [caches[prefix_len[i][0]] for i in idx],
                                                      [prefix_len[i][1] for i in idx], lp)
-        ids, mask = ids.to(device), mask.to(device)
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **kwargs)
         collect.stats.prefill_tokens_computed += sum(len(r) for r in rows)
         collect.stats.prefix_tokens_reused += sum(prefix_len[i][1] for i in idx)
@@ -341,16 +328,7 @@ def _run_static(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     cfg.max_cache_len = max(len(e) for e in encoded) + int(gen_cfg.max_new_tokens)
     if device.type == "cuda":      # elsewhere transformers would only warn that it cannot compile
         cfg.compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
-    rows_per_batch = min(batch_size, len(order))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        filled = idx + [idx[-1]] * (rows_per_batch - len(idx))      # one batch shape for the compiled step
-        rows = [encoded[i] for i in filled]
-        input_ids, attention_mask = _padded_batch(rows, [], pad_id, device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=cfg)
-        collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
-        collect.add(idx, out[:len(idx), input_ids.shape[1]:].tolist())
+    _run_reference(model, encoded, batch_size, cfg, collect, pad_id, fill=True)
 
 
 def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cfg, collect: _Collector,

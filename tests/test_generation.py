@@ -260,7 +260,7 @@ def test_static_backend_compiles_the_decoding_step_with_one_cache_size(tiny, mon
     monkeypatch.setattr(model, "generate", lambda **k: captured.append(k["generation_config"].compile_config)
                         or k["input_ids"][:, :0].new_zeros((k["input_ids"].shape[0], k["input_ids"].shape[1] + 1)))
     real_padded = generation._padded_batch
-    monkeypatch.setattr(generation, "_padded_batch", lambda rows, prefix, pad, device: real_padded(rows, prefix, pad, "cpu"))
+    monkeypatch.setattr(generation, "_padded_batch", lambda prefixes, rows, pad, device: real_padded(prefixes, rows, pad, "cpu"))
     monkeypatch.setattr(model, "parameters", lambda: iter([type("P", (), {"device": FakeCuda()})()]))
     generation._run_static(model, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], 4,
                            generation.greedy_generation_config(tok, model, 5),
