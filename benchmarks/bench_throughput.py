@@ -59,8 +59,8 @@ DEFAULT_VARIANTS = {
     "mmlu": {"before": {"mmlu": {"scoring": "reference", "batch_size": 8}},
              "after": {"mmlu": {"scoring": "batched", "batch_size": 512, "batch_tokens": 262144}}},
     "train": {"before": {"train": {"gradient_checkpointing": True, "use_liger_kernel": False}},
-              "liger": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
-              "after": {"train": {"gradient_checkpointing": False, "torch_compile": True}}},
+              "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
+              "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}}},
 }
 
 
@@ -152,6 +152,8 @@ def stage_command(stage: str, variant: str, params: Path, a, work: Path) -> tupl
         out, mdir = work / f"model_{variant}", work / f"train_{variant}"
         cmd = [py, "stages/train.py", "--params", str(params), "--run", a.run,
                "--data", str(Path(a.formatted) / "train.jsonl"), "--out", str(out), "--metrics-dir", str(mdir)]
+        if a.train_no_live:
+            cmd.append("--no-live")
         return cmd, {"metrics": mdir / "metrics.json"}
     raise SystemExit(f"unknown stage {stage}")
 
@@ -343,6 +345,8 @@ def main(argv=None) -> int:
     r.add_argument("--only-variants", help="comma-separated variant names to run")
     r.add_argument("--run", default="run1", help="the run whose train settings are used")
     r.add_argument("--limit", type=int, default=None, help="predict: first N prompts")
+    r.add_argument("--train-no-live", action="store_true",
+                   help="train without DVCLive's per-step logging (a machine without dvc and dvclive)")
     r.add_argument("--work", default="/tmp/bench_throughput")
     r.add_argument("--out", required=True)
     m = sub.add_parser("merge")

@@ -6,7 +6,7 @@ B="python3 benchmarks/bench_throughput.py run --params params.yaml --formatted d
 $B --arch qwen2.5-0.5b --stages predict --only-variants before,after,continuous,continuous_graphs --limit 256 \
   --override '{"predict": {"batch_size": 64}}' --out /tmp/out/tp_predict_05b.json > /tmp/out/bench_p05.log 2>&1
 while ! python3 -c "import bitsandbytes" 2>/dev/null; do sleep 5; done
-$B --arch qwen2.5-0.5b --stages train --only-variants before,liger,after \
+$B --arch qwen2.5-0.5b --stages train --only-variants before,after,compile \
   --override '{"train": {"max_steps": 300, "save_steps": 100000}}' --out /tmp/out/tp_train_05b.json > /tmp/out/bench_t05.log 2>&1
 $B --arch mistral-7b --stages predict --only-variants before,after,continuous_graphs --limit 128 \
   --override '{"predict": {"batch_size": 64}, "model": {"load_in_4bit": false}}' --out /tmp/out/tp_predict_7b.json > /tmp/out/bench_p7b.log 2>&1
