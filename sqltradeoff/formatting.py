@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import prompts
-from .io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
+from .io import atomic_dir, portable_path, read_json, read_jsonl, write_json, write_jsonl
+from .modeling import token_ids
 from .sampling import pick_few_shot
 
 
@@ -28,10 +29,7 @@ def length_stats(lengths: list[int]) -> dict:
 
 def token_lengths(tokenizer, texts: list[str], batch: int = 512) -> list[int]:
     """Token count of each text (no special tokens added), tokenized in batches."""
-    out: list[int] = []
-    for i in range(0, len(texts), batch):
-        out += [len(ids) for ids in tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]]
-    return out
+    return [len(ids) for ids in token_ids(tokenizer, texts, batch)]
 
 
 def train_rows(train: list[dict], db_dir: Path, pcfg: prompts.PromptConfig, tokenizer) -> list[dict]:
@@ -80,7 +78,7 @@ def format_all(prepared: Path, db_dir: Path, out: Path, prompt_cfg, tokenizer,
     t_len = lens([r["prompt"] + r["completion"] for r in train_out])
     manifest = {
         "prompt": pcfg.as_dict(),
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
+        "tokenizer": portable_path(getattr(tokenizer, "name_or_path", None)),
         "seed": seed,
         "few_shot_ids": [s["id"] for s in shots],
         "few_shot_db_ids": [s["db_id"] for s in shots],

@@ -86,6 +86,18 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: {' '.join(str(exc).split())[:200]}") from None
 
 
+def portable_path(value: Any) -> Any:
+    """An absolute path inside the working directory (the repository root when DVC runs a stage) as
+    a relative one, so that outputs recording where a model lives are the same bytes in every clone;
+    anything else (a hub id, a path elsewhere, None) unchanged."""
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isabs(value):
+        return value
+    try:
+        return str(Path(value).relative_to(Path.cwd()))
+    except ValueError:
+        return str(value)
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """`UserError` unless `path` could be written (as a file) now; creates nothing."""
     path = Path(path)

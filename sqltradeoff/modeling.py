@@ -201,6 +201,15 @@ def _prepare_tokenizer(tok):
     return tok
 
 
+def token_ids(tokenizer, texts: list[str], batch: int = 512) -> list[list[int]]:
+    """Token ids of each text (no special tokens added), tokenized in batches (the same ids as one
+    call per text; the fast tokenizer encodes a batch on all its threads)."""
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch):
+        out += tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]
+    return out
+
+
 def load_tokenizer(model_cfg: dict):
     """The tokenizer of `model_cfg` (pad token set, left padding)."""
     from transformers import AutoTokenizer

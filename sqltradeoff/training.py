@@ -56,7 +56,8 @@ from typing import Any, Callable, Iterable
 from .checkpoints import HASH_FILE, _prepare_checkpoints, checkpoint_problem, checkpoints, latest_checkpoint  # noqa: F401 (re-exported)
 from .config import REQUIRED, TrainConfig, as_mapping
 from .errors import UserError
-from .io import atomic_dir, read_jsonl, sha256_file, write_json
+from .io import atomic_dir, portable_path, read_jsonl, sha256_file, write_json
+from .modeling import token_ids
 
 _SPECS = {f.name: f.metadata["default"] for f in fields(TrainConfig) if "check" in f.metadata}
 TRAIN_KEYS = tuple(k for k, d in _SPECS.items() if d is REQUIRED)
@@ -86,12 +87,14 @@ def tokenize_examples(rows: Iterable[dict], tokenizer, max_length: int) -> tuple
     examples: list[dict] = []
     dropped_long = dropped_empty = boundary_merges = 0
     lengths: list[int] = []
+    rows = list(rows)
     for i, row in enumerate(rows):
-        prompt, completion = row.get("prompt"), row.get("completion")
-        if not isinstance(prompt, str) or not isinstance(completion, str):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
             raise UserError(f"training data row {i + 1} (id {row.get('id')!r}): `prompt` and `completion` must be strings")
-        full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # batched calls: the same ids as one call per text, the fast tokenizer's threads doing the work
+    full = token_ids(tokenizer, [r["prompt"] + r["completion"] for r in rows])
+    prompts = token_ids(tokenizer, [r["prompt"] for r in rows])
+    for full_ids, prompt_ids in zip(full, prompts):
         n = 0
         for a, b in zip(prompt_ids, full_ids):
             if a != b:
@@ -400,7 +403,7 @@ def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, re
     return {
         "run_config": cfg,
         "config_hash": digest,
-        "model": {k: model_cfg.get(k) for k in ("path", "revision", "load_in_4bit")},
+        "model": {k: portable_path(model_cfg.get(k)) for k in ("path", "revision", "load_in_4bit")},
         "device": settings.device,
         "precision": "bf16" if settings.bf16 else "fp32",
         "quantization": "nf4" if settings.load_in_4bit else None,
@@ -421,6 +424,13 @@ def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, re
 
 def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_dir: Path) -> None:
     adapter_dir = out_dir / "adapter"
+    # no absolute path of the checkout in the adapter (its config and peft's model card)
+    for peft_cfg in getattr(trainer.model, "peft_config", {}).values():
+        peft_cfg.base_model_name_or_path = portable_path(peft_cfg.base_model_name_or_path)
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else None
+    if base is not None and getattr(base, "name_or_path", None):
+        base.name_or_path = portable_path(base.name_or_path)
+        base.config._name_or_path = portable_path(base.config._name_or_path)
     with atomic_dir(adapter_dir) as tmp:
         trainer.model.save_pretrained(str(tmp))
         write_json(tmp / "training_info.json", info)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sqltradeoff.io import atomic_dir, atomic_write_bytes, atomic_write_text, sha256_file
+from sqltradeoff.io import atomic_dir, atomic_write_bytes, atomic_write_text, portable_path, sha256_file
 
 
 def test_sha256_file_matches_hashlib_for_any_chunk(tmp_path):
@@ -52,3 +52,15 @@ def test_atomic_dir_keeps_the_old_directory_and_removes_the_temporary_on_error(t
             raise exc()
     assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_portable_path_makes_paths_inside_the_working_directory_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / ".cache" / "models" / "m-1234"
+    assert portable_path(str(inside)) == ".cache/models/m-1234"
+    assert portable_path(inside) == ".cache/models/m-1234"
+    elsewhere = tmp_path.parent / "other" / "model"
+    assert portable_path(str(elsewhere)) == str(elsewhere)          # outside the checkout: kept
+    assert portable_path("Qwen/Qwen2.5-Coder-0.5B-Instruct") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert portable_path("relative/dir") == "relative/dir"
+    assert portable_path(None) is None and portable_path(True) is True

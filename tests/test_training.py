@@ -108,6 +108,42 @@ def test_tokenize_examples_drops_and_counts_long_examples(tok):
     assert all(len(e["input_ids"]) <= limit for e in examples)
 
 
+def test_tokenize_examples_batched_gives_the_ids_of_one_call_per_text(tok, monkeypatch):
+    """The batched tokenizer calls give each example the ids (and completion mask) of one call per
+    text, also across batch boundaries and for a completion whose first token merges with the prompt."""
+    import sqltradeoff.training as training
+    from sqltradeoff.modeling import token_ids
+
+    rows = formatted_rows(tok, n=7)
+    rows.append({"id": "merge", "prompt": "SELECT coun", "completion": "t(*) FROM singer"})
+    calls = []
+
+    def small_batches(tokenizer, texts, batch=512):
+        calls.append(len(texts))
+        return token_ids(tokenizer, texts, batch=3)
+
+    monkeypatch.setattr(training, "token_ids", small_batches)
+    examples, stats = tokenize_examples(rows, tok, 10_000)
+    assert calls == [len(rows), len(rows)]            # two batched passes, not two calls per row
+    assert len(examples) == len(rows)
+    merges = 0
+    for row, ex in zip(rows, examples):
+        full = tok(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
+        prompt = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+        n = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), len(prompt))
+        merges += n < len(prompt)
+        assert ex["input_ids"] == full
+        assert ex["completion_mask"] == [0] * n + [1] * (len(full) - n)
+    assert stats["prompt_completion_boundary_merges"] == merges == 1
+
+
+def test_tokenize_examples_names_a_bad_row_before_tokenizing(tok):
+    rows = formatted_rows(tok, n=3)
+    rows[1] = {"id": "broken", "prompt": "x", "completion": None}
+    with pytest.raises(UserError, match=r"row 2 \(id 'broken'\)"):
+        tokenize_examples(rows, tok, 10_000)
+
+
 def test_training_lowers_loss_on_its_own_batch_and_writes_outputs(tiny_model_cfg, tok, data, tmp_path):
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     base, _ = load_model(tiny_model_cfg)
@@ -129,6 +165,27 @@ def test_training_lowers_loss_on_its_own_batch_and_writes_outputs(tiny_model_cfg
     loss_rows = (tmp_path / "metrics" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
     assert loss_rows[0] == "step\tloss" and [int(r.split("\t")[0]) for r in loss_rows[1:]] == list(range(1, 13))
     assert (tmp_path / "metrics" / "plots" / "metrics" / "learning_rate.tsv").is_file()
+
+
+def test_adapter_records_no_absolute_path_of_the_checkout(tiny_llama, tok, data, tmp_path, monkeypatch):
+    """A model inside the working directory is recorded relative to it in every adapter file, so
+    two clones in different places write the same adapter bytes."""
+    import shutil
+
+    checkout = tmp_path / "clone"
+    shutil.copytree(tiny_llama, checkout / "models" / "tiny")
+    monkeypatch.chdir(checkout)
+    model_cfg = {"path": str(checkout / "models" / "tiny"), "revision": "main", "load_in_4bit": False,
+                 "cache_dir": str(checkout / ".cache")}
+    train({**CFG, "max_steps": 1}, model_cfg, data, checkout / "m", checkout / "metrics")
+    adapter = checkout / "m" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "models/tiny"
+    assert json.loads((adapter / "training_info.json").read_text())["model"]["path"] == "models/tiny"
+    for f in adapter.iterdir():
+        if f.suffix in (".json", ".md"):
+            assert str(tmp_path) not in f.read_text(), f.name
+    tuned, _ = load_model(model_cfg, adapter=adapter)       # still loads on top of the params' model
+    assert tuned is not None
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_model_cfg, data, tmp_path):
