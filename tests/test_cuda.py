@@ -358,9 +358,9 @@ def _bf16_training_lowers_the_loss(tiny_mistral, tmp_path, cfg):
     return info, base
 
 
-@pytest.mark.parametrize("backend", ["prefix", "continuous"])
+@pytest.mark.parametrize("backend", ["prefix", "static", "continuous"])
 def test_fast_backends_match_the_reference_in_bf16(tiny_mistral, tmp_path, backend):
-    """`predict.backend` prefix / continuous on CUDA in bf16: the same text as the reference batched
+    """`predict.backend` prefix / static / continuous on CUDA in bf16: the same text as the reference batched
     path, except where bf16 rounding in another batch shape flips a near tie (at most one prompt)."""
     from sqltradeoff.generation import generate
     from sqltradeoff.modeling import load_model
