@@ -491,7 +491,7 @@ def test_incomplete_checkpoints_are_removed_and_the_run_resumes_from_the_newest_
 # ---------------------------------------------------------------- Ctrl-C / SIGTERM (issues 11, 14)
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_signal_stops_a_long_backward_pass_within_a_second(signum):
+def test_a_signal_stops_a_long_backward_pass_within_seconds(signum):
     """One backward call of a deep stack takes seconds of C++ work; the signal (sent from another
     thread once the backward pass has begun) stops it at the next layer, with the signal named.
 
