@@ -25,6 +25,7 @@ SCHEMA_MODES = ("create_table", "none")
 ATTENTION = ("sdpa", "eager", "torch_varlen", "flash_attention_2", "flash_attention_3", "flex_attention")
 MMLU_SCORING = ("batched", "reference")
 PREDICT_BACKENDS = ("reference", "prefix", "static", "continuous")    # sqltradeoff/generation.py
+CPU_LINEAR = ("onednn", "aten")                                      # sqltradeoff/onednn.py
 DEFAULT_MMLU_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 REQUIRED = object()      # a key without a default
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
@@ -377,6 +378,7 @@ class PredictConfig(Section):
     backend: str = _spec(choice(*PREDICT_BACKENDS), "reference")
     cuda_graphs: Any = _spec(auto_or_boolean, "auto")      # continuous: use_cuda_graph (auto: transformers decides)
     compile_level: int = _spec(a_compile_level, 0)   # continuous: default_compile_level
+    cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: onednn (packed weights) | aten (torch's GEMM)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,6 +392,7 @@ class MmluConfig(Section):
     scoring: str = _spec(choice(*MMLU_SCORING), "batched")
     batch_tokens: int | None = _spec(optional(integer(1)), None)
     max_new_tokens: int = _spec(integer(1), 8)
+    cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")
 
 
 @dataclass(frozen=True, kw_only=True)

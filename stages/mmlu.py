@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     from sqltradeoff.modeling import load_model
 
     model, tokenizer = load_model(config.need("model"), adapter=args.adapter, adapter_scale=args.adapter_scale)
+    if cfg.cpu_linear == "onednn" and next(model.parameters()).device.type == "cpu":
+        from sqltradeoff.onednn import pack_linears
+        pack_linears(model)                # after the merge: the weights are final (onednn.py)
     scorer = generator = None
     if method == "generate":
         generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=cfg.max_new_tokens, batch_size=batch_size)

@@ -85,6 +85,9 @@ def main(argv=None):
     check_backend(backend)                 # before the (slow) model load
 
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
+    if pred_cfg.cpu_linear == "onednn" and next(model.parameters()).device.type == "cpu":
+        from sqltradeoff.onednn import pack_linears
+        pack_linears(model)                # after the merge: the weights are final (onednn.py)
     for src, dst, rows in jobs:
         outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
                                   max_new_tokens=max_new_tokens, desc=Path(dst).stem, backend=backend,
