@@ -3,10 +3,10 @@
 torch's default fp32 `linear` on CPU calls a BLAS GEMM that re-reads the weight in its plain row-major
 layout on every call. For the few rows of a decoding step (a batch of 8 prompts: 8 rows against a
 151,936 x 896 LM head) that kernel is slow: on the 2-core AMD EPYC (Zen 4, AVX-512) the LM head
-took 122 ms per step at 8 rows, 42 ms at one. oneDNN's linear with the weight reordered once into
-its blocked layout (`torch.ops.mkldnn._reorder_linear_weight` + `torch.ops.mkldnn._linear_pointwise`,
-what torch's own inductor uses for frozen CPU weights) took 34 ms; 0.9 ms instead of 2.3 ms for a
-4864 x 896 projection at 8 rows, and 116 ms instead of 206 ms at 2,400 rows (prefill, training).
+took 104 ms per step at 8 rows. oneDNN's linear with the weight reordered once into its blocked
+layout (`torch.ops.mkldnn._reorder_linear_weight` + `torch.ops.mkldnn._linear_pointwise`, what torch's
+own inductor uses for frozen CPU weights) took 23 ms; 0.75 ms instead of 1.9 ms for a 4864 x 896
+projection at 8 rows, and 148 ms instead of 173 ms at 2,400 rows (prefill, training).
 benchmarks/bench_cpu_linear.py measures it. The products agree with torch's to float rounding
 (about 1e-6 relative: another summation order), so greedy outputs equal torch's up to near-ties.
 
@@ -14,14 +14,13 @@ benchmarks/bench_cpu_linear.py measures it. The products agree with torch's to f
 stay, so state dicts, PEFT wrapping and tied weights are unchanged). A patched layer uses the packed
 weight only while its weight needs no gradient (frozen: inference, or a LoRA base layer in training);
 the input's gradient then comes from a second packed copy of the transposed weight, built on the first
-backward. A layer whose weight is trainable (LoRA's A and B) runs torch's `linear` as before. The
-packed copies are taken once: pack after the weights are final (after merging an adapter).
+backward. A layer whose weight is trainable (LoRA's A and B) runs torch's `linear` as before. A
+weight replaced or changed in place (the tensor's version counter) is packed again on the next call,
+so pack after the weights are final (after merging an adapter) to pack once.
 """
 from __future__ import annotations
 
 import types
-
-from .config import CPU_LINEAR as CHOICES
 
 
 def available() -> bool:
@@ -60,7 +59,7 @@ def _function():
         @staticmethod
         def backward(ctx, grad):
             layer = ctx.layer
-            if getattr(layer, "_onednn_weight_t", None) is None:
+            if layer._onednn_weight_t is None:
                 layer._onednn_weight_t = _packed(layer.weight.detach().t())
             return _linear(grad, layer._onednn_weight_t, None), None
 

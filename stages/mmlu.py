@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from sqltradeoff.modeling import load_model
 
     model, tokenizer = load_model(config.need("model"), adapter=args.adapter, adapter_scale=args.adapter_scale)
-    if cfg.cpu_linear == "onednn" and next(model.parameters()).device.type == "cpu":
+    if cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)
         from sqltradeoff.onednn import pack_linears
         pack_linears(model)                # after the merge: the weights are final (onednn.py)
     scorer = generator = None

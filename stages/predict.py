@@ -85,7 +85,7 @@ def main(argv=None):
     check_backend(backend)                 # before the (slow) model load
 
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
-    if pred_cfg.cpu_linear == "onednn" and next(model.parameters()).device.type == "cpu":
+    if pred_cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)
         from sqltradeoff.onednn import pack_linears
         pack_linears(model)                # after the merge: the weights are final (onednn.py)
     for src, dst, rows in jobs:
