@@ -345,6 +345,7 @@ class TrainConfig(Section):
     fp32_upcast: bool = _spec(boolean, True)
     use_liger_kernel: bool = _spec(boolean, False)
     torch_compile: bool = _spec(boolean, False)
+    cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: frozen base layers through oneDNN (onednn.py)
     epochs: int | float = _spec(number(0))
     max_steps: int = _spec(integer(1, also=(-1,), allowed="-1 (train for `epochs`) or a positive integer"))
     max_length: int = _spec(integer(1))

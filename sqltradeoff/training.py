@@ -31,6 +31,12 @@ study's recipe):
   and the liger-kernel package; refused with a one-line error before the model loads otherwise).
 * `torch_compile` -- the Trainer's `torch.compile` of the model (TrainingArguments.torch_compile);
   not part of the resume hash (it changes speed, not the optimisation).
+* `cpu_linear` -- CPU, fp32: `onednn` runs the frozen base layers (forward and the input's gradient)
+  through oneDNN with weights packed once (onednn.py), `aten` through torch's GEMM; not part of the
+  resume hash (the same products up to float rounding).
+
+On the CPU the LM head of the loss scores only the labelled positions (`compact_lm_head`), as TRL
+does on CUDA.
 
 Checkpoints go to `<out>/checkpoints` (outside DVC) every `save_steps`; a rerun with the same
 configuration (hash of train config, model and data) resumes from the latest complete one
@@ -49,6 +55,7 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -64,7 +71,7 @@ TRAIN_KEYS = tuple(k for k, d in _SPECS.items() if d is REQUIRED)
 # Optional keys and their defaults (the reference study's recipe).
 TRAIN_DEFAULTS = {k: d for k, d in _SPECS.items() if d is not REQUIRED}
 # Keys that do not change the trained weights (excluded from the resume hash).
-_NO_RESULT_KEYS = ("save_steps", "save_total_limit", "torch_compile")
+_NO_RESULT_KEYS = ("save_steps", "save_total_limit", "torch_compile", "cpu_linear")
 
 
 def train_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
@@ -265,12 +272,41 @@ def _add_lora(model, cfg: dict[str, Any], settings):
     return model
 
 
-def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool):
+@contextmanager
+def compact_lm_head(enabled: bool = True):
+    """Within the block, TRL's fused LM head (SFTTrainer's loss) scores only the positions that have a
+    label on the CPU too, as it does on CUDA.
+
+    TRL (`trl.trainer.utils.add_fused_lm_head`) projects through the LM head only the positions whose
+    next-token label is not -100 on Triton devices (CUDA, XPU), and every position elsewhere: on
+    devices that compile, a changing number of positions would recompile every batch. An eager CPU
+    step has no such cost, and scoring every position is most of the LM head's work: a Spider
+    example is about 400 tokens of which about 40 (the SQL and the end of turn) carry a label, against
+    a 151,936-row head for the 0.5B model. The loss, its gradient and the logged metrics are those of
+    the labelled positions either way (the other positions are masked out); only the float summation
+    order of the projection changes. TRL decides through its module's `_use_triton(device)`; the block
+    answers True for a CPU tensor there (the chunked kernel keeps its own copy of the function, so it
+    still runs its torch code on the CPU). A TRL without that hook is left as it is."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        yield False
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield True
+    finally:
+        trl_utils._use_triton = original
+
+
+def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool, compact: bool = False):
     """`trainer.train()`, stopped within seconds by SIGINT/SIGTERM (interrupt.py): then a
-    `TrainingInterrupted` carrying the last step and the newest complete checkpoint is raised."""
+    `TrainingInterrupted` carrying the last step and the newest complete checkpoint is raised.
+    `compact`: TRL's LM head scores the labelled positions only on the CPU too (`compact_lm_head`)."""
     from .interrupt import TrainingInterrupted, interruptible
 
-    with interruptible(trainer.model, hooks=on_cpu) as stop:
+    with interruptible(trainer.model, hooks=on_cpu) as stop, compact_lm_head(compact):
         trainer.add_callback(stop.callback)
         try:
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -292,7 +328,8 @@ def _run_trainer(trainer, resume_from: Path | None, ckpt_dir: Path, on_cpu: bool
 
 def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.PathLike, out_dir: str | os.PathLike,
           metrics_dir: str | os.PathLike, callbacks: list | None = None,
-          trainer_hook: Callable | None = None, *, model=None, tokenizer=None, live=None) -> dict[str, Any]:
+          trainer_hook: Callable | None = None, *, model=None, tokenizer=None, live=None,
+          cpu_compact_lm_head: bool = True) -> dict[str, Any]:
     """Train one LoRA adapter; write `<out>/adapter` (+ training_info.json) and `<metrics_dir>/metrics.json`.
 
     Returns the training info dict. `callbacks`: extra `transformers.TrainerCallback`s;
@@ -304,6 +341,10 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
     log to instead of opening one in `metrics_dir`; `False`: no per-step logging.
     SIGINT/SIGTERM stop training within seconds with `interrupt.TrainingInterrupted` (a
     KeyboardInterrupt); the complete checkpoints are kept for a resume.
+    On the CPU (fp32): the LM head scores the labelled positions only (`compact_lm_head`; with
+    `cpu_compact_lm_head=False`, and under `torch_compile`, every position, as TRL does), and with
+    `cpu_linear: onednn` the frozen base layers run through oneDNN with packed weights (onednn.py;
+    the LoRA matrices stay torch's).
     """
     cfg = validate_config(cfg)        # a dict: the config hash and training_info.json record it
     model_cfg = as_mapping(model_cfg)
@@ -326,6 +367,11 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
         model, tokenizer = load_model(model_cfg, for_training=True)
     examples, data_stats = _examples(rows, tokenizer, cfg["max_length"], data_path)
     model = _add_lora(model, cfg, settings)
+    on_cpu = settings.device == "cpu"
+    if on_cpu and cfg["cpu_linear"] == "onednn":
+        from .onednn import pack_linears
+
+        pack_linears(model)      # fp32 CPU layers; LoRA's trainable A and B keep torch's linear
     digest = config_hash(cfg, model_cfg, sha256_file(data_path))
     # data parallel (accelerate launch): rank 0 prepares the checkpoint directory and logs to DVCLive;
     # the other ranks wait for it, then resume from the same checkpoint
@@ -351,7 +397,8 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
     if resume_from is not None:
         print(f"resuming from {resume_from}", file=sys.stderr)
     t0 = time.time()
-    result = _run_trainer(trainer, resume_from, ckpt_dir, on_cpu=settings.device == "cpu")
+    result = _run_trainer(trainer, resume_from, ckpt_dir, on_cpu=on_cpu,
+                          compact=on_cpu and cpu_compact_lm_head and not cfg["torch_compile"])
     wall = time.time() - t0
     info = _run_info(trainer, result, wall, cfg, model_cfg, settings, digest, resume_from, start_step, data_stats)
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs

@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     if cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)
         from sqltradeoff.onednn import pack_linears
         pack_linears(model)                # after the merge: the weights are final (onednn.py)
+    from sqltradeoff.attention import cpu_grouped_sdpa
+    cpu_grouped_sdpa()                     # CPU: grouped K/V heads to torch's SDPA as they are (attention.py)
     scorer = generator = None
     if method == "generate":
         generator = mmlu.HFGenerator(model, tokenizer, max_new_tokens=cfg.max_new_tokens, batch_size=batch_size)

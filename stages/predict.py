@@ -88,6 +88,8 @@ def main(argv=None):
     if pred_cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)
         from sqltradeoff.onednn import pack_linears
         pack_linears(model)                # after the merge: the weights are final (onednn.py)
+    from sqltradeoff.attention import cpu_grouped_sdpa
+    cpu_grouped_sdpa()                     # CPU: grouped K/V heads to torch's SDPA as they are (attention.py)
     for src, dst, rows in jobs:
         outputs, stats = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size,
                                   max_new_tokens=max_new_tokens, desc=Path(dst).stem, backend=backend,

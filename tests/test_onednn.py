@@ -14,6 +14,11 @@ from sqltradeoff.generation import generate
 from sqltradeoff.modeling import load_model
 from sqltradeoff.onednn import available, pack_linears
 
+TRAIN = dict(epochs=1, max_steps=1, max_length=64, batch_size=1, grad_accum=1, learning_rate=1e-3,
+             lr_scheduler="linear", warmup_ratio=0.0, lora_r=2, lora_alpha=4, lora_dropout=0.0,
+             target_modules=["q_proj"], optim_cuda="paged_adamw_8bit", optim_cpu="adamw_torch",
+             gradient_checkpointing=False, save_steps=1, save_total_limit=1, seed=1)
+
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build lacks the oneDNN linear ops")
 
 
@@ -109,14 +114,20 @@ def test_smollm2_generates_the_same_text_and_mmlu_log_probs_with_onednn(smollm2_
 
 
 def test_cpu_linear_param_is_checked():
-    for section in ("predict", "mmlu"):
-        base = {"predict": {"batch_size": 2, "max_new_tokens": 4}, "mmlu": {}}
+    def value(cfg, section):          # train: each run's complete settings (`train` + `runs.<run>`)
+        return cfg.run("run1").cpu_linear if section == "train" else getattr(cfg, section).cpu_linear
+
+    for section in ("predict", "mmlu", "train"):
+        base = {"predict": {"batch_size": 2, "max_new_tokens": 4}, "mmlu": {}, "train": {**TRAIN},
+                "runs": {"run1": {}}}
         cfg = build_config(copy.deepcopy(base))
-        assert getattr(cfg, section).cpu_linear == "aten"                        # default: torch's GEMM
+        assert value(cfg, section) == "aten"                                     # default: torch's GEMM
         bad = copy.deepcopy(base)
         bad[section]["cpu_linear"] = "mkl"
         with pytest.raises(UserError, match=f"{section}.cpu_linear"):
             build_config(bad)
         good = copy.deepcopy(base)
         good[section]["cpu_linear"] = "onednn"
-        assert getattr(build_config(good), section).cpu_linear == "onednn"
+        assert value(build_config(good), section) == "onednn"
+    with pytest.raises(UserError, match="run1.cpu_linear"):      # a run's override is checked too
+        build_config({**copy.deepcopy(base), "runs": {"run1": {"cpu_linear": "mkl"}}})

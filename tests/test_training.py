@@ -296,7 +296,7 @@ def test_throughput_settings_are_validated_and_default_to_the_reference_recipe()
     filled = validate_config(dict(CFG))
     assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
                                                         "fp32_upcast": True, "use_liger_kernel": False,
-                                                        "torch_compile": False}
+                                                        "torch_compile": False, "cpu_linear": "aten"}
     with pytest.raises(UserError, match="padding_free"):
         validate_config({**CFG, "padding_free": "yes"})
     with pytest.raises(UserError, match="fp32_upcast"):
@@ -728,3 +728,91 @@ def test_target_modules_that_name_no_module_are_refused_before_the_weights_load(
     modeling.check_target_modules(tiny_model_cfg, ["self_attn.q_proj", "model.layers.0.mlp.up_proj", "v_proj"])
     modeling.check_target_modules(tiny_model_cfg, "all-linear")
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------- CPU speed: compact LM head, oneDNN layers (issue 11)
+
+def _fused_loss_and_grad(model, ids, labels, compact):
+    from sqltradeoff.training import compact_lm_head
+
+    model.zero_grad()
+    with compact_lm_head(compact) as active:
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    loss = -out.log_probs.sum() / out.label_mask.sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return active, float(loss.detach()), float(out.is_top1.sum()), grads
+
+
+def test_compact_lm_head_scores_only_labelled_positions_with_the_same_loss_and_gradients(tiny_model_cfg, tok,
+                                                                                       monkeypatch):
+    """On the CPU, TRL's fused LM head scores every position; inside `compact_lm_head` only the
+    labelled ones, as TRL does on CUDA: the same loss, token accuracy and LoRA gradients (fp32)."""
+    from peft import LoraConfig, get_peft_model
+    from trl.kernels import chunked_logprob
+    from trl.trainer.utils import add_fused_lm_head
+
+    model, _ = load_model(tiny_model_cfg, for_training=True)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))   # as SFTTrainer does
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():     # B = 0 at init would leave A without a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    examples, _ = tokenize_examples(formatted_rows(tok, 2), tok, 10_000)
+    ex = examples[0]
+    ids = torch.tensor([ex["input_ids"]])
+    labels = torch.tensor([[t if m else -100 for t, m in zip(ex["input_ids"], ex["completion_mask"])]])
+    rows = []
+    original = chunked_logprob.ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        rows.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    monkeypatch.setattr(chunked_logprob.ChunkedLogProbFunction, "apply", spy)
+    import trl.trainer.utils as trl_utils
+    full = _fused_loss_and_grad(model, ids, labels, compact=False)
+    compact = _fused_loss_and_grad(model, ids, labels, compact=True)
+    n_labelled = int((labels[:, 1:] != -100).sum())
+    assert rows == [ids.shape[1] - 1, n_labelled] and n_labelled < ids.shape[1] - 1
+    assert full[0] is False and compact[0] is True
+    assert compact[1] == pytest.approx(full[1], abs=1e-5) and compact[2] == full[2]
+    assert full[3].keys() == compact[3].keys() and any("lora_A" in k for k in full[3])
+    for name in full[3]:
+        assert torch.allclose(full[3][name], compact[3][name], atol=1e-6, rtol=1e-4), name
+    assert trl_utils._use_triton(torch.device("cpu")) is False          # restored after the block
+
+
+def test_cpu_training_with_onednn_layers_matches_aten_and_compact_head_matches_full(tiny_model_cfg, data, tmp_path):
+    """`train.cpu_linear: onednn` (frozen base layers through oneDNN, packed weights) and the compact
+    LM head give the adapter of torch's own path up to float rounding; the base layers are patched and
+    the LoRA matrices are not."""
+    from safetensors.torch import load_file
+
+    from sqltradeoff import onednn
+
+    if not onednn.available():
+        pytest.skip("this torch build lacks the oneDNN linear ops")
+    cfg = {**CFG, "lora_dropout": 0.0, "learning_rate": 1e-2}
+    seen = {}
+
+    def inspect(trainer):
+        layers = dict(trainer.model.named_modules())
+        seen["base"] = [n for n, m in layers.items() if n.endswith("q_proj.base_layer")
+                        and getattr(m, "_onednn_fn", None) is not None]
+
+    ref = train(cfg, tiny_model_cfg, data, tmp_path / "ref", tmp_path / "mref", live=False, cpu_compact_lm_head=False)
+    fast = train({**cfg, "cpu_linear": "onednn"}, tiny_model_cfg, data, tmp_path / "fast", tmp_path / "mfast",
+                 live=False, trainer_hook=inspect)
+    assert len(seen["base"]) == 2                                  # the tiny Llama's 2 layers
+    assert fast["config_hash"] == ref["config_hash"]               # a speed setting: resumable either way
+    assert fast["run_config"]["cpu_linear"] == "onednn" and ref["run_config"]["cpu_linear"] == "aten"
+    a = load_file(tmp_path / "ref" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "fast" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), (k, float((a[k] - b[k]).abs().max()))
+        if "lora_B" in k:            # zero at init: moved, so LoRA's (unpacked) layers got their gradients
+            assert float(b[k].abs().max()) > 1e-3
+    assert fast["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
