@@ -1,4 +1,5 @@
-"""Attention implementations for training: transformers' own names, plus `torch_varlen`.
+"""Attention implementations for training: transformers' own names, plus `torch_varlen`; and, for
+the CPU's predict and MMLU stages, `cpu_grouped_sdpa` (grouped key/value heads without copies).
 
 `train.attention` in params.yaml picks the attention a training run uses:
 
@@ -115,7 +116,7 @@ def cpu_grouped_sdpa():
     kernel); with the padding mask of a batched prompt it first copies every key/value head 7
     times (`repeat_kv`), the whole cache, in every layer, at every decoding step. torch's CPU
     kernel takes the mask and the grouped heads together: on the 2-core Zen 4 one decoding step's
-    attention of 8 rows over 490 cached positions took 0.46 ms instead of 2.71 ms per layer, and
+    attention of 8 rows over 490 cached positions took 0.71 ms instead of 4.21 ms per layer, and
     the outputs were equal bit for bit (benchmarks/bench_cpu_attention.py). This replaces
     transformers' `use_gqa_in_sdpa` with one that answers True for CPU tensors (equal head sizes,
     torch >= 2.5) and defers to the original otherwise; a transformers without that function
