@@ -53,7 +53,9 @@ MISTRAL_7B_V02 = dict(
 # Default variants: "before" = the reference paths (what the issue measured), "after" = the fast ones.
 DEFAULT_VARIANTS = {
     "predict": {"before": {"predict": {"backend": "reference"}}, "prefix": {"predict": {"backend": "prefix"}},
-                "after": {"predict": {"backend": "static"}},
+                "static": {"predict": {"backend": "static"}},
+                "after": {"predict": {"backend": "graphs"}},
+                "after_liger": {"predict": {"backend": "graphs", "use_liger_kernel": True}},
                 "continuous": {"predict": {"backend": "continuous"}},
                 "continuous_graphs": {"predict": {"backend": "continuous", "cuda_graphs": True}}},
     "mmlu": {"before": {"mmlu": {"scoring": "reference", "batch_size": 8}},

@@ -24,7 +24,7 @@ CI_METHODS = ("percentile", "bca", "basic", "wilson")
 SCHEMA_MODES = ("create_table", "none")
 ATTENTION = ("sdpa", "eager", "torch_varlen", "flash_attention_2", "flash_attention_3", "flex_attention")
 MMLU_SCORING = ("batched", "reference")
-PREDICT_BACKENDS = ("reference", "prefix", "static", "continuous")    # sqltradeoff/generation.py
+PREDICT_BACKENDS = ("reference", "prefix", "static", "graphs", "continuous")    # sqltradeoff/generation.py
 CPU_LINEAR = ("onednn", "aten")                                      # sqltradeoff/onednn.py
 DEFAULT_MMLU_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 REQUIRED = object()      # a key without a default
@@ -380,6 +380,7 @@ class PredictConfig(Section):
     cuda_graphs: Any = _spec(auto_or_boolean, "auto")      # continuous: use_cuda_graph (auto: transformers decides)
     compile_level: int = _spec(a_compile_level, 0)   # continuous: default_compile_level
     cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: onednn (packed weights) | aten (torch's GEMM)
+    use_liger_kernel: bool = _spec(boolean, False)         # CUDA: liger-kernel's RMSNorm/RoPE/SwiGLU kernels
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Batched greedy generation for already-rendered prompts, with three interchangeable backends.
+"""Batched greedy generation for already-rendered prompts, with interchangeable backends.
 
 Prompts are tokenised with `add_special_tokens=False` (the chat template already wrote any BOS),
 generated greedily, cut at the first stop token (EOS or an end-of-turn token, see
@@ -26,6 +26,14 @@ Backends (`predict.backend`):
   hundreds of kernel launches). Every batch keeps `batch_size` rows (the last is filled with copies
   of its last prompt, whose outputs are dropped), so the graph is captured once. Elsewhere it runs
   uncompiled (tests: the same outputs as `reference`).
+* `graphs`: `static`'s batches and transformers' `StaticCache`, with the decoding loop written around
+  the model's forward (`_run_graphs`): one decoding step (forward, greedy argmax, stop flags, the
+  next step's inputs, all on the GPU) is captured as a CUDA graph with torch's `torch.cuda.CUDAGraph`
+  and replayed for every step, the host checking the stop flags every 8 steps; no torch.compile, so
+  no compile time (capture takes well under a second). Grouped key/value heads attend without
+  copies (`_grouped_decode_attention`). Needs the model's sdpa attention and full-attention layers;
+  `predict.use_liger_kernel` (CUDA) adds liger-kernel's fused RMSNorm/RoPE/SwiGLU (fewer kernels
+  per step). Off CUDA the same loop runs without graphs (tests: the same outputs as `reference`).
 * `continuous`: transformers' continuous batching (`model.generate_batch`, paged attention;
   full-attention models share equal KV blocks between requests, i.e. prefix caching at
   `CB_BLOCK_SIZE`-token granularity). For CUDA (it runs on CPU too, slowly: tests only).
@@ -85,6 +93,30 @@ def check_backend(backend: str) -> str:
                             f"(model.generate_batch), which transformers {transformers.__version__} lacks; "
                             f"use predict.backend prefix or reference")
     return backend
+
+
+def apply_liger_kernels(model) -> None:
+    """liger-kernel's fused Triton kernels (RMSNorm, rotary embedding, SwiGLU) in `model`'s layers, for
+    prediction on CUDA (`predict.use_liger_kernel`; fewer kernels per decoding step). Through
+    liger's own `_apply_liger_kernel_to_instance`, as transformers' Trainer applies it; no loss kernels."""
+    check_liger(next(model.parameters()).device.type == "cuda")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
+
+
+def check_liger(cuda: bool) -> None:
+    """A one-line UserError unless `predict.use_liger_kernel` can apply (call before loading the model)."""
+    if not cuda:
+        raise UserError("params: predict.use_liger_kernel needs a CUDA GPU (liger-kernel's kernels are Triton); "
+                        "set it to false here")
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance  # noqa: F401
+    except ImportError:
+        raise UserError("params: predict.use_liger_kernel needs the liger-kernel package "
+                        "(pip install liger-kernel)") from None
 
 
 def greedy_generation_config(tokenizer, model, max_new_tokens: int, min_new_tokens: int | None = None):
@@ -331,6 +363,164 @@ def _run_static(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     _run_reference(model, encoded, batch_size, cfg, collect, pad_id, fill=True)
 
 
+def _grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                              is_causal=None, **kwargs):
+    """transformers attention function for the `graphs` backend: a one-token query (a decoding step)
+    with grouped key/value heads attends as (batch, kv heads, group, dim) against the keys as they are,
+    the padding mask broadcast over the group: the same dot products as `repeat_kv` + SDPA, without
+    copying every key/value head `group` times (the whole static cache, every layer, every step).
+    Anything else (prefill, equal head counts, dropout) goes to transformers' `sdpa_attention_forward`."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if (q_len != 1 or heads == kv_heads or dropout or attention_mask is None or attention_mask.ndim != 4
+            or key.shape[-1] != value.shape[-1]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    grouped = query.reshape(b, kv_heads, heads // kv_heads, dim)     # head h reads key/value head h // group
+    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask,
+                                                           scale=scaling)
+    return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+GRAPHS_ATTENTION = "sdpa_grouped_decode"
+
+
+def _use_grouped_decode(model) -> str:
+    """Switch `model` from sdpa to `_grouped_decode_attention`; returns the implementation to restore."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    attn = model.config._attn_implementation
+    if attn != "sdpa":
+        raise UserError(f"predict.backend graphs needs the model's sdpa attention (it has {attn!r}); "
+                        f"use predict.backend static")
+    AttentionInterface.register(GRAPHS_ATTENTION, _grouped_decode_attention)
+    AttentionMaskInterface.register(GRAPHS_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(GRAPHS_ATTENTION)
+    return attn
+
+
+def _full_attention_only(model, width: int) -> bool:
+    """Whether every layer of `model` attends to the whole cache of `width` slots (a 4D mask given to
+    transformers is used as it is for every layer type, so a shorter sliding window would be lost)."""
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+    window = getattr(cfg, "sliding_window", None)
+    return not (types - {"full_attention"} and window is not None and window < width)
+
+
+def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int,
+                check_every: int = 8) -> None:
+    """`static`'s batches (longest first, every batch `batch_size` rows) with transformers'
+    `StaticCache`, but the decoding loop written around the model's forward: one decoding step
+    (forward, greedy argmax, stop tracking, the next step's inputs) is captured as a CUDA graph and
+    replayed for every step, with no Python per step beyond the replay; the host looks at the stop
+    flags every `check_every` steps. Prefill runs eagerly, one forward per batch, into the same cache.
+    Elsewhere the same loop runs without the graph (the CPU tests). (Narrowing each batch's keys to its
+    own cache width, one graph per width, was measured on an H200 and gained nothing: BENCHMARKS.md.)
+
+    Exactness: the reference's inputs, positions (cumulative sum of the mask), padding mask (a key is
+    seen if it is a real prompt token or an already generated one), greedy choice and the pad token
+    fed to finished rows, as `generate` does; what differs is the attention's key length (masked
+    empty slots) and the grouping of key/value heads (`_grouped_decode_attention`): float
+    reassociation only."""
+    import torch
+    from transformers import StaticCache
+
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    max_new = int(gen_cfg.max_new_tokens)
+    min_new = int(getattr(gen_cfg, "min_new_tokens", None) or 0)
+    eos = gen_cfg.eos_token_id
+    stops = torch.tensor(sorted({eos} if isinstance(eos, int) else set(eos or ())), dtype=torch.long, device=device)
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    rows = min(batch_size, len(order))
+    width = max(len(e) for e in encoded) + max_new
+    if not _full_attention_only(model, width):
+        raise UserError("predict.backend graphs needs full attention (this model has sliding-window layers "
+                        "shorter than the cache); use predict.backend static")
+    cache = StaticCache(config=model.config, max_cache_len=width)
+    mask = torch.zeros((rows, 1, 1, width), dtype=torch.bool, device=device)
+    ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
+    pos = torch.zeros((rows, 1), dtype=torch.long, device=device)
+    column = torch.zeros((1,), dtype=torch.long, device=device)      # the cache slot the next token fills
+    step = torch.zeros((1,), dtype=torch.long, device=device)        # index of the next generated token
+    done = torch.zeros((rows,), dtype=torch.bool, device=device)
+    out = torch.full((rows, max_new), pad_id, dtype=torch.long, device=device)
+    stop_cols: list = []         # (vocab,) bool, True at the stop tokens: made at the first (eager) call
+
+    def choose(logits):
+        """Greedy next tokens from (rows, vocab) logits; stop tokens masked before `min_new` tokens."""
+        if min_new and stops.numel():
+            if not stop_cols:
+                stop_cols.append(torch.zeros(logits.shape[-1], dtype=torch.bool, device=device).index_fill_(0, stops, True))
+            logits = logits.masked_fill(stop_cols[0] & (step < min_new), float("-inf"))
+        nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        out.index_copy_(1, step, nxt[:, None])
+        done.logical_or_(torch.isin(nxt, stops))
+        ids.copy_(nxt[:, None])
+        step.add_(1)
+
+    def decode_step():
+        mask.index_fill_(3, column, True)
+        logits = model(input_ids=ids, position_ids=pos, attention_mask=mask, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+        choose(logits)
+        pos.add_(1)
+        column.add_(1)
+
+    def prefill(batch):
+        """Reset every buffer and the cache for `batch` (token lists) and choose its first token."""
+        input_ids, pad_mask = _padded_batch([()] * len(batch), batch, pad_id, device)
+        n = input_ids.shape[1]
+        cache.reset()
+        keep = pad_mask.bool()
+        causal = torch.ones((n, n), dtype=torch.bool, device=device).tril()
+        full = torch.zeros((rows, 1, n, width), dtype=torch.bool, device=device)
+        full[:, 0, :, :n] = causal[None] & keep[:, None, :]
+        positions = pad_mask.long().cumsum(-1) - 1
+        positions.masked_fill_(pad_mask == 0, 1)
+        mask.zero_()
+        mask[:, 0, 0, :n] = keep
+        done.zero_()
+        out.fill_(pad_id)
+        step.zero_()
+        logits = model(input_ids=input_ids, position_ids=positions, attention_mask=full,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        choose(logits)
+        pos.copy_(positions[:, -1:] + 1)
+        column.fill_(n)
+
+    graph = None
+    if cuda and max_new > 1:
+        prefill([encoded[i] for i in order[:rows]])      # allocates the cache; warm-up steps on a side stream
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                decode_step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):      # records the step (nothing runs); every batch's prefill resets the buffers
+            decode_step()
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        prefill([encoded[i] for i in idx + [idx[-1]] * (rows - len(idx))])
+        for t in range(1, max_new):
+            if t % check_every == 0 and bool(done.all()):
+                break
+            if graph is not None:
+                graph.replay()
+            else:
+                decode_step()
+        collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
+        collect.add(idx, out[:len(idx)].tolist())
+
+
 def _run_continuous(model, encoded, batch_size: int, max_new_tokens: int, gen_cfg, collect: _Collector,
                     progress: bool, cuda_graphs: bool | None = None, compile_level: int = 0) -> None:
     """All prompts through `model.generate_batch` (continuous batching, paged attention, shared blocks)."""
@@ -423,6 +613,12 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int = 8, max_
             _run_prefix(model, encoded, groups, batch_size, gen_cfg, collect, pad_id)
         elif backend == "static":
             _run_static(model, encoded, batch_size, gen_cfg, collect, pad_id)
+        elif backend == "graphs":
+            restore = _use_grouped_decode(model)
+            try:
+                _run_graphs(model, encoded, batch_size, gen_cfg, collect, pad_id)
+            finally:
+                model.set_attn_implementation(restore)
         else:
             _run_reference(model, encoded, batch_size, gen_cfg, collect, pad_id)
     return collect.finish(), stats

@@ -5,8 +5,9 @@ Each --job IN OUT reads IN (JSONL: id, db_id, question, gold_sql, hardness, prom
 already rendered with the chat template) and writes OUT (JSONL: id, db_id, question, gold_sql,
 pred_sql, raw_output, hardness), in IN's order. pred_sql is extracted from the raw output with
 sqltradeoff.extract.extract_sql. Generation settings: predict.batch_size, predict.max_new_tokens,
-predict.backend (reference | prefix | static | continuous; see sqltradeoff/generation.py),
-predict.cuda_graphs and predict.compile_level (the continuous backend).
+predict.backend (reference | prefix | static | graphs | continuous; see sqltradeoff/generation.py),
+predict.cuda_graphs and predict.compile_level (the continuous backend), predict.use_liger_kernel
+(CUDA: liger-kernel's fused layers).
 Generation statistics (wall time, tokens/s) go to stderr as one JSON line per job, and with
 --stats-dir DIR also to DIR/<OUT name>.json (e.g. metrics/predict/run1.json).
 
@@ -83,11 +84,18 @@ def main(argv=None):
     from sqltradeoff.modeling import load_model
 
     check_backend(backend)                 # before the (slow) model load
+    if pred_cfg.use_liger_kernel:
+        import torch
+        from sqltradeoff.generation import check_liger
+        check_liger(torch.cuda.is_available())
 
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
     if pred_cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)
         from sqltradeoff.onednn import pack_linears
         pack_linears(model)                # after the merge: the weights are final (onednn.py)
+    if pred_cfg.use_liger_kernel:
+        from sqltradeoff.generation import apply_liger_kernels
+        apply_liger_kernels(model)
     from sqltradeoff.attention import cpu_grouped_sdpa
     cpu_grouped_sdpa()                     # CPU: grouped K/V heads to torch's SDPA as they are (attention.py)
     for src, dst, rows in jobs:

@@ -64,35 +64,36 @@ def test_batched_equals_one_by_one_and_keeps_input_order(tiny):
     assert stats.tokens_per_s > 0
 
 
+def generate_favouring(model, tok, token: int, prompts, **kwargs):
+    """`generate` with `token` made the argmax from the 3rd new token on (call 0 of the LM head: the
+    prefill -> 1st token, call 1 -> 2nd token)."""
+    calls = [0]
+
+    def favour(module, args, output):
+        if calls[0] >= 2:
+            output = output.clone()
+            output[:, -1, token] = 1e4
+        calls[0] += 1
+        return output
+
+    handle = model.lm_head.register_forward_hook(favour)
+    try:
+        return generate(model, tok, prompts, progress=False, **kwargs)
+    finally:
+        handle.remove()
+
+
 def test_stops_at_end_of_turn(tiny):
     model, tok = tiny
     eot = tok.convert_tokens_to_ids("<|im_end|>")
     prompts = [render(tok, q) for q in QUESTIONS[:3]]
-
-    def favour_eot_after_two(module, args, output):       # end of turn is the argmax from the 3rd new token on
-        if favour_eot_after_two.calls >= 2:                # (call 0: prefill -> 1st token, call 1 -> 2nd token)
-            output = output.clone()
-            output[:, -1, eot] = 1e4
-        favour_eot_after_two.calls += 1
-        return output
-
-    favour_eot_after_two.calls = 0
-    handle = model.lm_head.register_forward_hook(favour_eot_after_two)
-    try:
-        outs, stats = generate(model, tok, prompts, batch_size=3, max_new_tokens=10, progress=False)
-    finally:
-        handle.remove()
+    outs, stats = generate_favouring(model, tok, eot, prompts, batch_size=3, max_new_tokens=10)
     # 2 normal tokens, then end of turn: 3 generated tokens each, none hits the cap
     assert stats.hit_max_new_tokens == 0
     assert stats.generated_tokens == 3 * 3
     assert all("<|im_end|>" not in o for o in outs)
     # min_new_tokens (the GPU benchmark's fixed-length timing): the stop tokens are masked until then
-    favour_eot_after_two.calls = 0
-    handle = model.lm_head.register_forward_hook(favour_eot_after_two)
-    try:
-        _, fixed = generate(model, tok, prompts, batch_size=3, max_new_tokens=10, min_new_tokens=10, progress=False)
-    finally:
-        handle.remove()
+    _, fixed = generate_favouring(model, tok, eot, prompts, batch_size=3, max_new_tokens=10, min_new_tokens=10)
     assert fixed.hit_max_new_tokens == 3 and fixed.generated_tokens == 3 * 10
 
 
@@ -234,6 +235,70 @@ def test_static_backend_equals_reference(tiny, batch_size):
     assert stats.batches == -(-len(prompts) // batch_size) and stats.prefill_tokens_computed == stats.prompt_tokens
 
 
+@pytest.mark.parametrize("batch_size", [3, 7, 16])
+def test_graphs_backend_equals_reference(tiny, batch_size):
+    """The hand-driven decoding loop over a static cache (CUDA graph on CUDA, the same loop here):
+    the reference's text, the last batch filled with copies whose outputs are dropped."""
+    model, tok = tiny
+    attn = model.config._attn_implementation
+    prompts, ref, stats = _backend_equals_reference(model, tok, "graphs", batch_size=batch_size, max_new_tokens=12)
+    assert ref == [reference_generate(model, tok, p, 12) for p in prompts]
+    assert stats.batches == -(-len(prompts) // batch_size) and stats.prefill_tokens_computed == stats.prompt_tokens
+    assert model.config._attn_implementation == attn            # grouped decoding attention switched back
+
+
+def test_predict_use_liger_kernel_is_refused_without_cuda():
+    from sqltradeoff.generation import check_liger
+
+    with pytest.raises(UserError, match="predict.use_liger_kernel needs a CUDA GPU"):
+        check_liger(False)
+
+
+def test_graphs_backend_stops_like_generate_and_honours_min_new_tokens(tiny):
+    """Rows that stop early get pads (outputs cut at the stop token); `min_new_tokens` masks the stop
+    tokens until then, as generate's MinNewTokensLengthLogitsProcessor does."""
+    model, tok = tiny
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts = [render(tok, q) for q in QUESTIONS]
+
+    for min_new in (None, 6):
+        (ref, ref_stats), (out, stats) = [
+            generate_favouring(model, tok, eot, prompts[:1], batch_size=1, max_new_tokens=10, backend=backend,
+                               min_new_tokens=min_new) for backend in ("reference", "graphs")]
+        assert out == ref and stats.generated_tokens == ref_stats.generated_tokens
+        assert stats.generated_tokens == (3 if min_new is None else 7)      # the stop token counted
+    # more rows: each stops at its own token, the batch runs on until all stopped
+    texts, st = generate(model, tok, prompts, batch_size=4, max_new_tokens=12, progress=False, backend="graphs")
+    ref, ref_st = generate(model, tok, prompts, batch_size=4, max_new_tokens=12, progress=False)
+    assert texts == ref and st.hit_max_new_tokens == ref_st.hit_max_new_tokens
+
+
+def test_grouped_decode_attention_equals_repeated_heads():
+    """A one-token query over grouped key/value heads with a padding mask: the same output as
+    transformers' sdpa (which copies the heads), and a prefill query goes to sdpa itself."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from sqltradeoff.generation import _grouped_decode_attention
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 7
+        is_causal = True
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 14, 1, 64, generator=g)
+    k, v = torch.randn(3, 2, 40, 64, generator=g), torch.randn(3, 2, 40, 64, generator=g)
+    mask = torch.rand(3, 1, 1, 40, generator=g) > 0.3
+    mask[:, :, :, -1] = True
+    got, _ = _grouped_decode_attention(Module(), q, k, v, mask, scaling=0.125)
+    want, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.125)
+    assert got.shape == want.shape == (3, 1, 14, 64)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)        # float reassociation only
+    q2 = torch.randn(3, 14, 5, 64, generator=g)
+    mask2 = torch.ones(3, 1, 5, 40, dtype=torch.bool)
+    assert torch.equal(_grouped_decode_attention(Module(), q2, k, v, mask2)[0],
+                       sdpa_attention_forward(Module(), q2, k, v, mask2)[0])
+
+
 def test_static_backend_compiles_the_decoding_step_with_one_cache_size(tiny, monkeypatch):
     """Every `generate` call gets the static cache of one size (longest prompt + max_new_tokens) and
     the same number of rows; the CUDA-graph compile config only on CUDA (elsewhere it cannot apply)."""
@@ -297,7 +362,7 @@ def test_continuous_backend_runs_outside_inference_mode(tiny, monkeypatch):
 
 
 def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
-    with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, static, continuous"):
+    with pytest.raises(UserError, match="predict.backend must be one of reference, prefix, static, graphs, continuous"):
         check_backend("fast")
     from transformers import GenerationMixin
     owner = next(c for c in GenerationMixin.__mro__ if "generate_batch" in vars(c))
@@ -308,7 +373,7 @@ def test_unknown_or_unavailable_backend_is_a_user_error(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["prefix", "static", "continuous"])
+@pytest.mark.parametrize("backend", ["prefix", "static", "graphs", "continuous"])
 def test_real_model_backend_equals_reference(smollm2_cfg, backend):
     model, tok = load_model(smollm2_cfg)
     # continuous batching is slow on CPU (paged attention in plain PyTorch): fewer prompts there

@@ -163,7 +163,7 @@ WRONG_VALUES = [
     ({"train__target_modules": ["q proj;"]}, ["train.target_modules must be", "got ['q proj;']"]),
     ({"model__load_in_4bit": "no"}, ["model.load_in_4bit must be true or false, got 'no'"]),
     ({"predict__batch_size": 0}, ["predict.batch_size must be a positive integer, got 0"]),
-    ({"predict__backend": "fast"}, ["predict.backend must be one of reference, prefix, static, continuous, got 'fast'"]),
+    ({"predict__backend": "fast"}, ["predict.backend must be one of reference, prefix, static, graphs, continuous, got 'fast'"]),
     ({"predict__cuda_graphs": "yes"}, ["predict.cuda_graphs must be auto, true or false, got 'yes'"]),
     ({"predict__compile_level": 4}, ["predict.compile_level must be 0, 1, 2 or 3, got 4"]),
     ({"mmlu__k_shot": -1}, ["mmlu.k_shot must be an integer >= 0, got -1"]),
