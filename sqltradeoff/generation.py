@@ -430,6 +430,8 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     import torch
     from transformers import StaticCache
 
+    if not encoded:
+        return
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
     max_new = int(gen_cfg.max_new_tokens)

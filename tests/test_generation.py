@@ -113,6 +113,9 @@ def test_merged_adapter_gives_same_predictions_as_unmerged(tiny_model_cfg, tmp_p
     a, _ = generate(merged, tok, prompts, batch_size=4, max_new_tokens=8, progress=False)
     b, _ = generate(unmerged, tok, prompts, batch_size=4, max_new_tokens=8, progress=False)
     assert a == b
+    # the graphs backend drives peft's wrapper too (QLoRA predicts with the adapter unmerged)
+    c, _ = generate(unmerged, tok, prompts, batch_size=3, max_new_tokens=8, progress=False, backend="graphs")
+    assert c == a and unmerged.config._attn_implementation == "sdpa"
 
 
 # ------------------------------------------------------------------ backends: prefix reuse, continuous batching
@@ -245,6 +248,21 @@ def test_graphs_backend_equals_reference(tiny, batch_size):
     assert ref == [reference_generate(model, tok, p, 12) for p in prompts]
     assert stats.batches == -(-len(prompts) // batch_size) and stats.prefill_tokens_computed == stats.prompt_tokens
     assert model.config._attn_implementation == attn            # grouped decoding attention switched back
+
+
+def test_graphs_backend_with_no_prompts_or_one_new_token(tiny):
+    model, tok = tiny
+    assert generate(model, tok, [], progress=False, backend="graphs")[0] == []
+    prompts = [render(tok, q) for q in QUESTIONS[:3]]
+    assert (generate(model, tok, prompts, batch_size=2, max_new_tokens=1, progress=False, backend="graphs")[0]
+            == generate(model, tok, prompts, batch_size=2, max_new_tokens=1, progress=False)[0])
+
+
+def test_graphs_backend_needs_sdpa_attention(tiny_model_cfg):
+    model, tok = load_model(tiny_model_cfg)
+    model.set_attn_implementation("eager")
+    with pytest.raises(UserError, match="predict.backend graphs needs the model's sdpa attention"):
+        generate(model, tok, [render(tok, QUESTIONS[0])], max_new_tokens=4, progress=False, backend="graphs")
 
 
 def test_predict_use_liger_kernel_is_refused_without_cuda():
