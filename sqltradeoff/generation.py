@@ -256,17 +256,23 @@ def _padded_batch(prefixes: Sequence[Sequence[int]], rows: Sequence[Sequence[int
     return ids.to(device), mask.to(device)
 
 
-def _run_reference(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int,
-                   fill: bool = False) -> None:
-    """The reference backend: prompts longest first, left-padded batches, `model.generate`.
+def _longest_first_batches(encoded, batch_size: int, fill: bool):
+    """(prompt indices, row indices) of each batch: prompts longest first, `batch_size` a batch.
     `fill`: every batch has the same number of rows (the last filled with copies of its last prompt,
     whose outputs are dropped)."""
-    device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     rows_per_batch = min(batch_size, len(order))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = idx + [idx[-1]] * (rows_per_batch - len(idx)) if fill else idx
+        yield idx, (idx + [idx[-1]] * (rows_per_batch - len(idx)) if fill else idx)
+
+
+def _run_reference(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int,
+                   fill: bool = False) -> None:
+    """The reference backend: prompts longest first, left-padded batches, `model.generate`
+    (`fill`: see `_longest_first_batches`)."""
+    device = next(model.parameters()).device
+    for idx, batch in _longest_first_batches(encoded, batch_size, fill):
         input_ids, attention_mask = _padded_batch([()] * len(batch), [encoded[i] for i in batch], pad_id, device)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_cfg)
         collect.stats.prefill_tokens_computed += sum(len(encoded[i]) for i in idx)
@@ -438,8 +444,8 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     min_new = int(getattr(gen_cfg, "min_new_tokens", None) or 0)
     eos = gen_cfg.eos_token_id
     stops = torch.tensor(sorted({eos} if isinstance(eos, int) else set(eos or ())), dtype=torch.long, device=device)
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
-    rows = min(batch_size, len(order))
+    batches = list(_longest_first_batches(encoded, batch_size, fill=True))
+    rows = len(batches[0][1])
     width = max(len(e) for e in encoded) + max_new
     if not _full_attention_only(model, width):
         raise UserError("predict.backend graphs needs full attention (this model has sliding-window layers "
@@ -499,7 +505,7 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
 
     graph = None
     if cuda and max_new > 1:
-        prefill([encoded[i] for i in order[:rows]])      # allocates the cache; warm-up steps on a side stream
+        prefill([encoded[i] for i in batches[0][1]])     # allocates the cache; warm-up steps on a side stream
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -509,9 +515,8 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):      # records the step (nothing runs); every batch's prefill resets the buffers
             decode_step()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        prefill([encoded[i] for i in idx + [idx[-1]] * (rows - len(idx))])
+    for idx, batch in batches:
+        prefill([encoded[i] for i in batch])
         for t in range(1, max_new):
             if t % check_every == 0 and bool(done.all()):
                 break
