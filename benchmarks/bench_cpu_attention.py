@@ -16,8 +16,6 @@ Writes one JSON object with the processor, the command and both parts; prints ma
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput.predict import card  # noqa: E402
+from benchmarks.record import write_result  # noqa: E402
 
 
 def _ms(f, reps: int = 20) -> float:
@@ -117,12 +115,7 @@ def main(argv=None) -> int:
     os.chdir(REPO)
     kern = kernels()
     gen = generation(a.n, a.batch_size, a.backend, a.params)
-    result = {"processor": card(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python benchmarks/bench_cpu_attention.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "kernels": kern, "generation": gen}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"processor: {result['processor']}")
+    write_result(a.out, "benchmarks/bench_cpu_attention.py", argv, kernels=kern, generation=gen)
     print("| attention (transformers' sdpa_attention_forward) | repeat_kv ms | grouped ms | max abs diff |")
     print("| --- | ---: | ---: | ---: |")
     for r in kern:

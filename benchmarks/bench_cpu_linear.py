@@ -14,8 +14,6 @@ Writes one JSON object with the processor, the command and both parts; prints ma
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput.predict import card  # noqa: E402
+from benchmarks.record import write_result  # noqa: E402
 
 
 def _time(f, reps):
@@ -97,12 +95,7 @@ def main(argv=None) -> int:
     os.chdir(REPO)
     gen = generation(a.n, a.batch_size, a.backend, a.params)
     mm = matmuls()
-    result = {"processor": card(), "date": dt.date.today().isoformat(),
-              "command": "python benchmarks/bench_cpu_linear.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "generation": gen, "matmuls": mm}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"processor: {result['processor']}")
+    write_result(a.out, "benchmarks/bench_cpu_linear.py", argv, generation=gen, matmuls=mm)
     print("| shape | aten ms | onednn ms | max abs diff |\n| --- | ---: | ---: | ---: |")
     for r in mm:
         print(f"| {r['shape']} | {r['aten_ms']} | {r['onednn_ms']} | {r['max_abs_diff']:.1e} |")

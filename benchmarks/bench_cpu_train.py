@@ -20,8 +20,6 @@ Variants:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -32,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput.predict import card  # noqa: E402
+from benchmarks.record import write_result  # noqa: E402
 
 VARIANTS = {"reference": ("aten", False), "compact": ("aten", True), "onednn": ("onednn", True)}
 
@@ -112,14 +110,9 @@ def main(argv=None) -> int:
                         "max_abs_adapter_diff_vs_" + names[0]: diff})
     for x in runs:
         del x["adapter"]
-    result = {"processor": card(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python benchmarks/bench_cpu_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "run": a.run, "steps_per_variant_and_round": a.steps, "rounds": a.rounds,
-              "examples_per_step": config.run(a.run).batch_size * config.run(a.run).grad_accum,
-              "summary": summary, "runs": runs}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"processor: {result['processor']}")
+    write_result(a.out, "benchmarks/bench_cpu_train.py", argv, run=a.run, steps_per_variant_and_round=a.steps,
+                 rounds=a.rounds, examples_per_step=config.run(a.run).batch_size * config.run(a.run).grad_accum,
+                 summary=summary, runs=runs)
     print(f"| variant | cpu_linear | LM head | median s/step | steps (s) | max abs adapter diff vs {names[0]} |")
     print("| --- | --- | --- | ---: | --- | ---: |")
     for s in summary:

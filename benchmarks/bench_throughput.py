@@ -41,6 +41,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.record import card  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "gpu_throughput.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "generation_config.json", "config.json", "vocab.json", "merges.txt", "added_tokens.json")
@@ -118,21 +123,6 @@ def build_random_model(arch: str, assets: Path | None, dest: Path) -> dict:
     info = {"arch": arch, "parameters": n, "vocab_size": cfg.vocab_size, "seconds_to_build": round(time.time() - t0, 1)}
     marker.write_text(json.dumps(info))
     return info
-
-
-def card() -> str:
-    """The GPU's name, or the CPU's model name with its widest vector ISA and core count."""
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name} ({isa}, {os.cpu_count()} cores)"
 
 
 def stage_command(stage: str, variant: str, params: Path, a, work: Path) -> tuple[list[str], dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_throughput import card  # noqa: E402
+from benchmarks.record import card  # noqa: E402
 from sqltradeoff.io import read_jsonl  # noqa: E402
 from sqltradeoff.modeling import load_tokenizer, token_ids  # noqa: E402
 from sqltradeoff.params import load_params  # noqa: E402

@@ -1,5 +1,7 @@
-"""Attention implementations for training: transformers' own names, plus `torch_varlen`; and, for
-the CPU's predict and MMLU stages, `cpu_grouped_sdpa` (grouped key/value heads without copies).
+"""Attention implementations for training: transformers' own names, plus `torch_varlen`; for the
+CPU's predict and MMLU stages, `cpu_grouped_sdpa` (grouped key/value heads without copies); and for
+the predict stage's `graphs` backend, `sdpa_grouped_decode` (`grouped_decode_attention`: a decoding
+step's grouped key/value heads without copies, on any device).
 
 `train.attention` in params.yaml picks the attention a training run uses:
 
@@ -27,6 +29,7 @@ from typing import Any
 from .errors import UserError
 
 TORCH_VARLEN = "torch_varlen"
+GROUPED_DECODE = "sdpa_grouped_decode"
 
 
 def varlen_available() -> tuple[bool, str]:
@@ -143,3 +146,35 @@ def cpu_grouped_sdpa():
             sdpa_attention.use_gqa_in_sdpa = original
 
     return undo
+
+
+def grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                             is_causal=None, **kwargs):
+    """transformers attention function for the `graphs` backend: a one-token query (a decoding step)
+    with grouped key/value heads attends as (batch, kv heads, group, dim) against the keys as they are,
+    the padding mask broadcast over the group: the same dot products as `repeat_kv` + SDPA, without
+    copying every key/value head `group` times (the whole static cache, every layer, every step).
+    Anything else (prefill, equal head counts, dropout) goes to transformers' `sdpa_attention_forward`."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if (q_len != 1 or heads == kv_heads or dropout or attention_mask is None or attention_mask.ndim != 4
+            or key.shape[-1] != value.shape[-1]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    grouped = query.reshape(b, kv_heads, heads // kv_heads, dim)     # head h reads key/value head h // group
+    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask,
+                                                           scale=scaling)
+    return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+def register_grouped_decode() -> None:
+    """Make `sdpa_grouped_decode` a transformers attention implementation, with sdpa's mask function
+    (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_DECODE, grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_DECODE, sdpa_mask)

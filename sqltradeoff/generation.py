@@ -31,7 +31,7 @@ Backends (`predict.backend`):
   next step's inputs, all on the GPU) is captured as a CUDA graph with torch's `torch.cuda.CUDAGraph`
   and replayed for every step, the host checking the stop flags every 8 steps; no torch.compile, so
   no compile time (capture takes well under a second). Grouped key/value heads attend without
-  copies (`_grouped_decode_attention`). Needs the model's sdpa attention and full-attention layers;
+  copies (`attention.grouped_decode_attention`). Needs the model's sdpa attention and full-attention layers;
   `predict.use_liger_kernel` (CUDA) adds liger-kernel's fused RMSNorm/RoPE/SwiGLU (fewer kernels
   per step). Off CUDA the same loop runs without graphs (tests: the same outputs as `reference`).
 * `continuous`: transformers' continuous batching (`model.generate_batch`, paged attention;
@@ -51,7 +51,7 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .config import PREDICT_BACKENDS as BACKENDS
 from .errors import UserError
@@ -99,24 +99,14 @@ def apply_liger_kernels(model) -> None:
     """liger-kernel's fused Triton kernels (RMSNorm, rotary embedding, SwiGLU) in `model`'s layers, for
     prediction on CUDA (`predict.use_liger_kernel`; fewer kernels per decoding step). Through
     liger's own `_apply_liger_kernel_to_instance`, as transformers' Trainer applies it; no loss kernels."""
-    check_liger(next(model.parameters()).device.type == "cuda")
+    from .modeling import require_liger
+
+    require_liger("predict.use_liger_kernel", next(model.parameters()).device.type == "cuda")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=False)
-
-
-def check_liger(cuda: bool) -> None:
-    """A one-line UserError unless `predict.use_liger_kernel` can apply (call before loading the model)."""
-    if not cuda:
-        raise UserError("params: predict.use_liger_kernel needs a CUDA GPU (liger-kernel's kernels are Triton); "
-                        "set it to false here")
-    try:
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance  # noqa: F401
-    except ImportError:
-        raise UserError("params: predict.use_liger_kernel needs the liger-kernel package "
-                        "(pip install liger-kernel)") from None
 
 
 def greedy_generation_config(tokenizer, model, max_new_tokens: int, min_new_tokens: int | None = None):
@@ -296,7 +286,6 @@ def _prefix_cache(model, tokens: Sequence[int], device, base=None):
 def _batch_cache(model, parts: Sequence[list | None], lens: Sequence[int], width: int):
     """One DynamicCache for a batch: row b holds `parts[b]` (a `_prefix_cache`, or None for no
     prefix) right-aligned in `width` slots, zeros before it (those slots are masked)."""
-    import torch
     from transformers import DynamicCache
 
     ref = next(p for p in parts if p is not None)
@@ -324,8 +313,6 @@ def common_prefix_len(encoded: Sequence[Sequence[int]]) -> int:
 def _run_prefix(model, encoded, groups, batch_size: int, gen_cfg, collect: _Collector, pad_id: int) -> None:
     """The prefix backend: the prefix all prompts share computed once, each group's prefix on top of
     it, then batches of any groups' suffixes (a prompt of no group runs behind the common prefix)."""
-    import torch
-
     device = next(model.parameters()).device
     common = common_prefix_len(encoded)
     base = _prefix_cache(model, encoded[0][:common], device) if common else None
@@ -369,43 +356,16 @@ def _run_static(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     _run_reference(model, encoded, batch_size, cfg, collect, pad_id, fill=True)
 
 
-def _grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                              is_causal=None, **kwargs):
-    """transformers attention function for the `graphs` backend: a one-token query (a decoding step)
-    with grouped key/value heads attends as (batch, kv heads, group, dim) against the keys as they are,
-    the padding mask broadcast over the group: the same dot products as `repeat_kv` + SDPA, without
-    copying every key/value head `group` times (the whole static cache, every layer, every step).
-    Anything else (prefill, equal head counts, dropout) goes to transformers' `sdpa_attention_forward`."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    b, heads, q_len, dim = query.shape
-    kv_heads = key.shape[1]
-    if (q_len != 1 or heads == kv_heads or dropout or attention_mask is None or attention_mask.ndim != 4
-            or key.shape[-1] != value.shape[-1]):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    grouped = query.reshape(b, kv_heads, heads // kv_heads, dim)     # head h reads key/value head h // group
-    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask,
-                                                           scale=scaling)
-    return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None
-
-
-GRAPHS_ATTENTION = "sdpa_grouped_decode"
-
-
 def _use_grouped_decode(model) -> str:
-    """Switch `model` from sdpa to `_grouped_decode_attention`; returns the implementation to restore."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    """Switch `model` from sdpa to `attention.grouped_decode_attention`; returns the implementation to restore."""
+    from .attention import GROUPED_DECODE, register_grouped_decode
 
     attn = model.config._attn_implementation
     if attn != "sdpa":
         raise UserError(f"predict.backend graphs needs the model's sdpa attention (it has {attn!r}); "
                         f"use predict.backend static")
-    AttentionInterface.register(GRAPHS_ATTENTION, _grouped_decode_attention)
-    AttentionMaskInterface.register(GRAPHS_ATTENTION, sdpa_mask)
-    model.set_attn_implementation(GRAPHS_ATTENTION)
+    register_grouped_decode()
+    model.set_attn_implementation(GROUPED_DECODE)
     return attn
 
 
@@ -416,6 +376,31 @@ def _full_attention_only(model, width: int) -> bool:
     types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
     window = getattr(cfg, "sliding_window", None)
     return not (types - {"full_attention"} and window is not None and window < width)
+
+
+def capture_step(step: Callable[[], None], warmup: int = 2):
+    """`step` (work on the current CUDA device whose tensors stay where they are) run `warmup` times on
+    a side stream, then captured as a `torch.cuda.CUDAGraph` (recorded, not run) and returned for
+    `replay()`. A step that cannot be captured (a host synchronisation inside it, a kernel or library
+    that does not support capture, e.g. some quantised layers) is one UserError line naming the
+    backends that need no capture."""
+    import torch
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"predict.backend graphs could not capture the decoding step as a CUDA graph "
+                        f"({first[:200]}); use predict.backend static or reference") from None
+    return graph
 
 
 def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, pad_id: int,
@@ -431,7 +416,7 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
     Exactness: the reference's inputs, positions (cumulative sum of the mask), padding mask (a key is
     seen if it is a real prompt token or an already generated one), greedy choice and the pad token
     fed to finished rows, as `generate` does; what differs is the attention's key length (masked
-    empty slots) and the grouping of key/value heads (`_grouped_decode_attention`): float
+    empty slots) and the grouping of key/value heads (`attention.grouped_decode_attention`): float
     reassociation only."""
     import torch
     from transformers import StaticCache
@@ -505,16 +490,8 @@ def _run_graphs(model, encoded, batch_size: int, gen_cfg, collect: _Collector, p
 
     graph = None
     if cuda and max_new > 1:
-        prefill([encoded[i] for i in batches[0][1]])     # allocates the cache; warm-up steps on a side stream
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                decode_step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):      # records the step (nothing runs); every batch's prefill resets the buffers
-            decode_step()
+        prefill([encoded[i] for i in batches[0][1]])     # allocates the cache
+        graph = capture_step(decode_step)
     for idx, batch in batches:
         prefill([encoded[i] for i in batch])
         for t in range(1, max_new):

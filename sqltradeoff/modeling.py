@@ -72,6 +72,21 @@ def device_settings(load_in_4bit: bool = False) -> DeviceSettings:
     return DeviceSettings("cpu", torch.float32, False)
 
 
+def require_liger(key: str, cuda: bool) -> None:
+    """A one-line UserError unless liger-kernel's fused Triton kernels can run for the params key `key`
+    (`train.use_liger_kernel`, `predict.use_liger_kernel`) that is true: they need a CUDA GPU and a
+    liger-kernel this transformers supports (`is_liger_kernel_available` also checks its version).
+    Called before the model loads."""
+    if not cuda:
+        raise UserError(f"params: {key} is true, but liger-kernel runs only on a CUDA GPU "
+                        f"(this run is on the CPU): set it to false")
+    from transformers.utils import is_liger_kernel_available
+
+    if not is_liger_kernel_available():
+        raise UserError(f"params: {key} is true, but liger-kernel is not installed "
+                        f"(pip install liger-kernel) or too old for this transformers: install it or set it to false")
+
+
 def _cfg(model_cfg) -> tuple[str, str | None, bool, Path]:
     from .config import ModelConfig, as_mapping
 

@@ -236,21 +236,6 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
     )
 
 
-def check_liger(cfg: dict[str, Any], settings) -> None:
-    """`train.use_liger_kernel: true` needs a CUDA GPU and the liger-kernel package (checked before
-    the model loads)."""
-    if not train_config(cfg).use_liger_kernel:
-        return
-    if settings.device != "cuda":
-        raise UserError("params: train.use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU "
-                        "(this run is on the CPU): set it to false")
-    from transformers.utils import is_liger_kernel_available
-
-    if not is_liger_kernel_available():
-        raise UserError("params: train.use_liger_kernel is true, but liger-kernel is not installed "
-                        "(pip install liger-kernel) or too old for this transformers: install it or set it to false")
-
-
 def _add_lora(model, cfg: dict[str, Any], settings):
     """Attention implementation, QLoRA up-cast, then the LoRA adapter on `model` (a base model)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -411,12 +396,13 @@ def _settings(cfg: dict[str, Any], model_cfg: dict, ckpt_dir: Path):
     from trl import SFTConfig
 
     from .attention import TORCH_VARLEN, register_torch_varlen
-    from .modeling import device_settings
+    from .modeling import device_settings, require_liger
 
     if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
         register_torch_varlen()
     settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
-    check_liger(cfg, settings)
+    if cfg["use_liger_kernel"]:
+        require_liger("train.use_liger_kernel", settings.device == "cuda")
     try:
         args = SFTConfig(**sft_config_kwargs(cfg, settings, ckpt_dir))
     except ValueError as exc:   # unknown scheduler / optimizer name, ...

@@ -86,8 +86,8 @@ def main(argv=None):
     check_backend(backend)                 # before the (slow) model load
     if pred_cfg.use_liger_kernel:
         import torch
-        from sqltradeoff.generation import check_liger
-        check_liger(torch.cuda.is_available())
+        from sqltradeoff.modeling import require_liger
+        require_liger("predict.use_liger_kernel", torch.cuda.is_available())
 
     model, tokenizer = load_model(model_cfg, adapter=args.adapter, adapter_scale=args.adapter_scale)
     if pred_cfg.cpu_linear == "onednn":             # fp32 CPU layers only (a GPU model is left as it is)

@@ -396,6 +396,34 @@ def test_graphs_backend_and_liger_kernels_equal_the_reference_in_fp32(tiny_mistr
     assert any(ref) and plain == ref and fused == ref and stats.backend == "graphs"
 
 
+def test_a_decoding_step_that_cannot_be_captured_is_one_line():
+    """`generation.capture_step`: a step with a host synchronisation inside (what a kernel that does not
+    support capture does) is refused with one UserError line naming the other backends; a capturable
+    step replays. In a child process: a failed capture can leave the CUDA context unusable."""
+    import subprocess
+
+    code = """
+import torch
+from sqltradeoff.errors import UserError
+from sqltradeoff.generation import capture_step
+x = torch.zeros(4, device="cuda")
+g = capture_step(lambda: x.add_(1))
+before = float(x.sum())
+g.replay(); torch.cuda.synchronize()
+assert float(x.sum()) == before + 4, (before, float(x.sum()))
+try:
+    capture_step(lambda: x.add_(float(x.sum())))
+except UserError as exc:
+    print("REFUSED", exc)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("REFUSED"))
+    assert "could not capture the decoding step as a CUDA graph" in line
+    assert "use predict.backend static or reference" in line
+
+
 @pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel not installed")
 def test_liger_kernel_training_lowers_the_loss_like_the_reference(tiny_mistral, tmp_path):
     """`use_liger_kernel: true` (TRL applies liger's fused kernels): the loss falls as without it."""

@@ -265,11 +265,15 @@ def test_graphs_backend_needs_sdpa_attention(tiny_model_cfg):
         generate(model, tok, [render(tok, QUESTIONS[0])], max_new_tokens=4, progress=False, backend="graphs")
 
 
-def test_predict_use_liger_kernel_is_refused_without_cuda():
-    from sqltradeoff.generation import check_liger
+def test_predict_use_liger_kernel_is_refused_without_cuda(tiny):
+    """The stage's check (before the model load) and `apply_liger_kernels` itself, on a CPU model."""
+    from sqltradeoff.generation import apply_liger_kernels
+    from sqltradeoff.modeling import require_liger
 
-    with pytest.raises(UserError, match="predict.use_liger_kernel needs a CUDA GPU"):
-        check_liger(False)
+    with pytest.raises(UserError, match="params: predict.use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU"):
+        require_liger("predict.use_liger_kernel", cuda=False)
+    with pytest.raises(UserError, match="predict.use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU"):
+        apply_liger_kernels(tiny[0])
 
 
 def test_graphs_backend_stops_like_generate_and_honours_min_new_tokens(tiny):
@@ -296,7 +300,7 @@ def test_grouped_decode_attention_equals_repeated_heads():
     transformers' sdpa (which copies the heads), and a prefill query goes to sdpa itself."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from sqltradeoff.generation import _grouped_decode_attention
+    from sqltradeoff.attention import grouped_decode_attention
 
     class Module(torch.nn.Module):
         num_key_value_groups = 7
@@ -307,13 +311,13 @@ def test_grouped_decode_attention_equals_repeated_heads():
     k, v = torch.randn(3, 2, 40, 64, generator=g), torch.randn(3, 2, 40, 64, generator=g)
     mask = torch.rand(3, 1, 1, 40, generator=g) > 0.3
     mask[:, :, :, -1] = True
-    got, _ = _grouped_decode_attention(Module(), q, k, v, mask, scaling=0.125)
+    got, _ = grouped_decode_attention(Module(), q, k, v, mask, scaling=0.125)
     want, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.125)
     assert got.shape == want.shape == (3, 1, 14, 64)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)        # float reassociation only
     q2 = torch.randn(3, 14, 5, 64, generator=g)
     mask2 = torch.ones(3, 1, 5, 40, dtype=torch.bool)
-    assert torch.equal(_grouped_decode_attention(Module(), q2, k, v, mask2)[0],
+    assert torch.equal(grouped_decode_attention(Module(), q2, k, v, mask2)[0],
                        sdpa_attention_forward(Module(), q2, k, v, mask2)[0])
 
 

@@ -638,7 +638,8 @@ def test_liger_kernel_is_refused_before_the_model_loads_where_it_cannot_run(tiny
                                                                             monkeypatch):
     import sqltradeoff.modeling
     from sqltradeoff.modeling import DeviceSettings
-    from sqltradeoff.training import check_liger, sft_config_kwargs, validate_config
+    from sqltradeoff.modeling import require_liger
+    from sqltradeoff.training import sft_config_kwargs, validate_config
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before train.use_liger_kernel was checked")
@@ -652,10 +653,10 @@ def test_liger_kernel_is_refused_before_the_model_loads_where_it_cannot_run(tiny
     import transformers.utils
 
     monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: False)
-    with pytest.raises(UserError, match="liger-kernel is not installed"):
-        check_liger(validate_config({**CFG, "use_liger_kernel": True}), cuda)
+    with pytest.raises(UserError, match="params: train.use_liger_kernel is true, but liger-kernel is not installed"):
+        require_liger("train.use_liger_kernel", cuda=True)
     monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: True)
-    check_liger(validate_config({**CFG, "use_liger_kernel": True}), cuda)
+    require_liger("train.use_liger_kernel", cuda=True)
     # TRL's SFTConfig gets it under its own name; off by default
     assert sft_config_kwargs({**CFG, "use_liger_kernel": True}, cuda, "ck")["use_liger_kernel"] is True
     assert sft_config_kwargs(CFG, cuda, "ck")["use_liger_kernel"] is False

@@ -41,12 +41,13 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+from benchmarks.record import card  # noqa: E402
 STUDY_SUBJECTS = ("high_school_computer_science", "philosophy", "high_school_macroeconomics")
 
 
@@ -154,19 +155,6 @@ def bench_mmlu(model, tokenizer, test_items, dev_items, *, k_shot: int = 5, vari
     return [results[v] for v in variants]
 
 
-def _card() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name}, {os.cpu_count()} cores"
-
-
 def _load(args):
     import torch
 
@@ -216,7 +204,7 @@ def main(argv=None) -> int:
     rows = bench_mmlu(model, tok, test, dev, k_shot=args.k_shot, variants=tuple(args.variants.split(",")),
                       batch_size=args.batch_size, batch_tokens=args.batch_tokens)
     label = args.model_name or Path(args.model_gguf or args.hf_dir).name + (" (random weights)" if args.random_weights else "")
-    extra = {"model": label, "card": _card(), "date": datetime.date.today().isoformat(),
+    extra = {"model": label, "card": card(), "date": datetime.date.today().isoformat(),
              "command": "python -m benchmarks.throughput.mmlu " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
     rows = [{**r, **extra} for r in rows]
     for r in rows:

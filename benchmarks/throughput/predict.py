@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -37,29 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def card() -> str:
-    """The accelerator, or the CPU model, its widest vector ISA in /proc/cpuinfo, the ISA torch's kernels
-    dispatch to, and the core count."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    try:
-        kernels = torch.backends.cpu.get_cpu_capability()
-    except AttributeError:
-        kernels = "?"
-    return f"{name} (cpuinfo: {isa}; torch kernels: {kernels}; {os.cpu_count()} cores)"
+from benchmarks.record import card  # noqa: E402  (re-exported)
 
 
 def _sync():
