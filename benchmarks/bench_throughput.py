@@ -67,7 +67,10 @@ DEFAULT_VARIANTS = {
              "after": {"mmlu": {"scoring": "batched", "batch_size": 512, "batch_tokens": 262144}}},
     "train": {"before": {"train": {"gradient_checkpointing": True, "use_liger_kernel": False}},
               "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
-              "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}}},
+              "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}},
+              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}},
+              "regional_liger": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True,
+                                           "torch_compile": "regional"}}},
 }
 
 

@@ -118,6 +118,12 @@ def a_compile_level(value):
     return value
 
 
+def a_torch_compile(value):
+    if isinstance(value, bool) or value == "regional":
+        return value
+    raise _Bad("true, false or regional")
+
+
 def auto_or_boolean(value):
     if value == "auto" or isinstance(value, bool):
         return value
@@ -344,7 +350,7 @@ class TrainConfig(Section):
     attention: str = _spec(choice(*ATTENTION), "sdpa")
     fp32_upcast: bool = _spec(boolean, True)
     use_liger_kernel: bool = _spec(boolean, False)
-    torch_compile: bool = _spec(boolean, False)
+    torch_compile: bool | str = _spec(a_torch_compile, False)   # true: the whole model; regional: each block
     cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: frozen base layers through oneDNN (onednn.py)
     epochs: int | float = _spec(number(0))
     max_steps: int = _spec(integer(1, also=(-1,), allowed="-1 (train for `epochs`) or a positive integer"))

@@ -29,8 +29,12 @@ study's recipe):
 
 * `use_liger_kernel` -- liger-kernel's fused layer kernels through TRL's `use_liger_kernel` (CUDA
   and the liger-kernel package; refused with a one-line error before the model loads otherwise).
-* `torch_compile` -- the Trainer's `torch.compile` of the model (TrainingArguments.torch_compile);
-  not part of the resume hash (it changes speed, not the optimisation).
+* `torch_compile` -- true: the Trainer's `torch.compile` of the whole model
+  (TrainingArguments.torch_compile; it recompiles as padding-free lengths change); `regional`:
+  accelerate's regional compilation (`TorchDynamoPlugin.use_regional_compilation`), each repeated
+  decoder block compiled once with dynamic shapes and reused by every layer, the model's own Python
+  (masks, TRL's loss) left eager (`compile_settings`). Not part of the resume hash (it changes
+  speed, not the optimisation; with LoRA dropout the compiled step draws other dropout masks).
 * `cpu_linear` -- CPU, fp32: `onednn` runs the frozen base layers (forward and the input's gradient)
   through oneDNN with weights packed once (onednn.py), `aten` through torch's GEMM; not part of the
   resume hash (the same products up to float rounding).
@@ -232,8 +236,25 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         disable_tqdm=False,
         use_cpu=settings.device == "cpu",
         use_liger_kernel=bool(cfg["use_liger_kernel"]),
-        torch_compile=bool(cfg["torch_compile"]),
+        torch_compile=cfg["torch_compile"] is not False,
     )
+
+
+def compile_settings(trainer, torch_compile: bool | str) -> None:
+    """`train.torch_compile: regional`: the trainer's accelerator compiles the model region by region
+    (accelerate's `compile_regions`: each block of the decoder's layer list, then the other leaf
+    modules) with dynamic shapes, when it prepares the model at the start of training. Set on the
+    accelerator's `TorchDynamoPlugin` (what `ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION` and
+    `ACCELERATE_DYNAMO_USE_DYNAMIC` would set), so nothing outside this trainer changes."""
+    if torch_compile != "regional":
+        return
+    plugin = trainer.accelerator.state.dynamo_plugin
+    if not hasattr(plugin, "use_regional_compilation"):
+        import accelerate
+        raise UserError(f"params: train.torch_compile 'regional' needs accelerate's regional compilation "
+                        f"(accelerate >= 1.6; this is {accelerate.__version__}): set it to true or false")
+    plugin.use_regional_compilation = True
+    plugin.dynamic = True
 
 
 def _add_lora(model, cfg: dict[str, Any], settings):
@@ -377,13 +398,14 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer,
                          callbacks=[*live_callbacks, *(callbacks or [])])
+    compile_settings(trainer, cfg["torch_compile"])
     if trainer_hook is not None:
         trainer_hook(trainer)
     if resume_from is not None:
         print(f"resuming from {resume_from}", file=sys.stderr)
     t0 = time.time()
     result = _run_trainer(trainer, resume_from, ckpt_dir, on_cpu=on_cpu,
-                          compact=on_cpu and cpu_compact_lm_head and not cfg["torch_compile"])
+                          compact=on_cpu and cpu_compact_lm_head and cfg["torch_compile"] is False)
     wall = time.time() - t0
     info = _run_info(trainer, result, wall, cfg, model_cfg, settings, digest, resume_from, start_step, data_stats)
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs

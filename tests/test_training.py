@@ -817,3 +817,59 @@ def test_cpu_training_with_onednn_layers_matches_aten_and_compact_head_matches_f
         if "lora_B" in k:            # zero at init: moved, so LoRA's (unpacked) layers got their gradients
             assert float(b[k].abs().max()) > 1e-3
     assert fast["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
+
+
+# ---------------------------------------------------------------- regional compilation (issue 10)
+
+def test_regional_compile_compiles_each_block_once_for_every_length_and_trains_like_eager(tiny_model_cfg, tok,
+                                                                                           tmp_path):
+    """`torch_compile: regional`: accelerate compiles the decoder blocks with dynamic shapes when the
+    trainer prepares the model, so padding-free batches of other lengths compile nothing new after the
+    first step (the whole-model compile recompiled for new lengths: 3x slower on an H200); the losses
+    are eager's (no dropout: the same sums, up to inductor's float reassociation)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from transformers import TrainerCallback
+
+    rows = formatted_rows(tok, 12)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, rows)
+    run = {**CFG, "max_steps": 4, "batch_size": 3, "lora_dropout": 0.0, "padding_free": True, "save_steps": 100}
+
+    class Record(TrainerCallback):
+        def __init__(self):
+            self.losses, self.graphs, self.lengths = [], [], []
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.losses.append(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kw):
+            self.graphs.append(counters["stats"]["unique_graphs"])
+
+    def lengths(trainer):
+        collate = trainer.data_collator
+
+        def recording(examples):
+            batch = collate(examples)
+            eager.lengths.append(batch["input_ids"].shape[1])
+            return batch
+        trainer.data_collator = recording
+
+    eager, compiled = Record(), Record()
+    train(run, tiny_model_cfg, path, tmp_path / "eager", tmp_path / "me", callbacks=[eager], trainer_hook=lengths)
+    torch._dynamo.reset()
+    counters.clear()
+    seen = {}
+    train({**run, "torch_compile": "regional"}, tiny_model_cfg, path, tmp_path / "compiled", tmp_path / "mc",
+          callbacks=[compiled], trainer_hook=lambda t: seen.update(plugin=t.accelerator.state.dynamo_plugin))
+    assert len(set(eager.lengths)) >= 3, eager.lengths            # the steps really had different lengths
+    assert seen["plugin"].use_regional_compilation and seen["plugin"].dynamic
+    assert compiled.graphs[0] > 0, "nothing was compiled"
+    assert compiled.graphs == [compiled.graphs[0]] * len(compiled.graphs), compiled.graphs
+    assert len(compiled.losses) == len(eager.losses) == 4
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+    info = json.loads((tmp_path / "compiled" / "adapter" / "training_info.json").read_text())
+    assert info["run_config"]["torch_compile"] == "regional"
+    with pytest.raises(UserError, match="train.torch_compile must be true, false or regional"):
+        train({**run, "torch_compile": "yes"}, tiny_model_cfg, path, tmp_path / "bad", tmp_path / "mb")
