@@ -383,16 +383,17 @@ def capture_step(step: Callable[[], None], warmup: int = 2):
     a side stream, then captured as a `torch.cuda.CUDAGraph` (recorded, not run) and returned for
     `replay()`. A step that cannot be captured (a host synchronisation inside it, a kernel or library
     that does not support capture, e.g. some quantised layers) is one UserError line naming the
-    backends that need no capture."""
+    backends that need no capture; an error of the step itself (in the eager warm-up) is raised as
+    it is."""
     import torch
 
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             step()

@@ -399,7 +399,7 @@ def test_graphs_backend_and_liger_kernels_equal_the_reference_in_fp32(tiny_mistr
 def test_a_decoding_step_that_cannot_be_captured_is_one_line():
     """`generation.capture_step`: a step with a host synchronisation inside (what a kernel that does not
     support capture does) is refused with one UserError line naming the other backends; a capturable
-    step replays. In a child process: a failed capture can leave the CUDA context unusable."""
+    step replays; an error of the step itself comes through as it is. In a child process: a failed capture can leave the CUDA context unusable."""
     import subprocess
 
     code = """
@@ -411,6 +411,14 @@ g = capture_step(lambda: x.add_(1))
 before = float(x.sum())
 g.replay(); torch.cuda.synchronize()
 assert float(x.sum()) == before + 4, (before, float(x.sum()))
+def broken():
+    raise RuntimeError("a bug in the step")
+try:
+    capture_step(broken)
+except UserError:
+    raise SystemExit("an error of the step itself became the capture message")
+except RuntimeError as exc:
+    print("RAISED", exc)
 try:
     capture_step(lambda: x.add_(float(x.sum())))
 except UserError as exc:
@@ -419,6 +427,7 @@ except UserError as exc:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "RAISED a bug in the step" in run.stdout, run.stdout
     line = next(ln for ln in run.stdout.splitlines() if ln.startswith("REFUSED"))
     assert "could not capture the decoding step as a CUDA graph" in line
     assert "use predict.backend static or reference" in line
