@@ -175,8 +175,10 @@ def _mirror_root(mirror_dir: str | os.PathLike | None, base: Path) -> Path:
     return root
 
 
-def spider_from_mirror(mirror_dir: str | os.PathLike, out: Path, base: Path = Path(".")) -> dict:
-    """Spider from a mirror in the release layout (see the module docstring)."""
+def spider_from_mirror(mirror_dir: str | os.PathLike, out: Path, base: Path = Path("."),
+                       recorded: str | None = None) -> dict:
+    """Spider from a mirror in the release layout (see the module docstring). The manifest records
+    `recorded` (the params file's own spelling of the mirror) if given, else `mirror_dir`."""
     root = _mirror_root(mirror_dir, base)
     sp = root / "spider"
     if not sp.is_dir():
@@ -218,7 +220,7 @@ def spider_from_mirror(mirror_dir: str | os.PathLike, out: Path, base: Path = Pa
         ver.check(p)
     manifest = {
         "source": "mirror",
-        "mirror_dir": str(mirror_dir),
+        "mirror_dir": recorded or str(mirror_dir),
         "train_files": train_files,
         "train_is_standin": not official.is_file(),
         "warnings": warnings,
@@ -410,14 +412,15 @@ def _subject_manifest(test: Sequence[dict], dev: Sequence[dict]) -> dict:
     return {"subjects": subjects, "subjects_without_dev": missing}
 
 
-def mmlu_from_mirror(mirror_dir: str | os.PathLike, cfg: dict, out: Path, base: Path = Path(".")) -> dict:
+def mmlu_from_mirror(mirror_dir: str | os.PathLike, cfg: dict, out: Path, base: Path = Path("."),
+                     recorded: str | None = None) -> dict:
     root = _mirror_root(mirror_dir, base)
     data = root / "mmlu" / "data"
     if not data.is_dir():
         raise UserError(f"{data}: not found (the mirror must hold MMLU in mmlu/data/{{test,dev}}/)")
     ver = Verifier(root)
     test, dev = mmlu_from_csv_root(data, _subjects(cfg), ver)
-    manifest = {"source": "mirror", "mirror_dir": str(mirror_dir), **_subject_manifest(test, dev),
+    manifest = {"source": "mirror", "mirror_dir": recorded or str(mirror_dir), **_subject_manifest(test, dev),
                 "input_sha256": dict(sorted(ver.checked.items())),
                 "verified_against": "MANIFEST.sha256" if ver.manifest is not None else None}
     return write_mmlu(out, test, dev, manifest)

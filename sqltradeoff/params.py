@@ -15,8 +15,10 @@ DEFAULT_PARAMS = "params.yaml"
 
 class Params(dict):
     """params.yaml as parsed (paths resolved), every value checked; `.config` is the typed
-    configuration (`config.Config`) the stages read."""
+    configuration (`config.Config`) the stages read; `.as_written` the resolved path values as the
+    file writes them (`{"data.mirror_dir": "../shared/data", ...}`), for what a stage records."""
     config: Config
+    as_written: dict[str, str]
 
 
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> Params:
@@ -33,8 +35,9 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> Params:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    _resolve_paths(params, path.resolve().parent)
+    written = _resolve_paths(params, path.resolve().parent)
     out = Params(params)
+    out.as_written = written
     out.config = build_config(params)
     return out
 
@@ -73,7 +76,9 @@ def _path_value(value: Any, key: str) -> str:
     return value
 
 
-def _resolve_paths(params: dict[str, Any], base: Path) -> None:
+def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, str]:
+    """Resolve the path params in place; returns the values it replaced, as written."""
+    written: dict[str, str] = {}
     for name in ("data", "model", "runs"):
         if name in params and params[name] is not None and not isinstance(params[name], dict):
             raise UserError(f"params: `{name}` must be a mapping, got {params[name]!r}")
@@ -86,15 +91,19 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> None:
             if model.get(key) is not None:
                 _path_value(model[key], f"model.{key}")
     if isinstance(data, dict) and data.get("mirror_dir"):
+        written["data.mirror_dir"] = data["mirror_dir"]
         data["mirror_dir"] = str(resolve_path(data["mirror_dir"], base))
     model = params.get("model")
     if isinstance(model, dict):
         if model.get("cache_dir"):
+            written["model.cache_dir"] = model["cache_dir"]
             model["cache_dir"] = str(resolve_path(model["cache_dir"], base))
         path = model.get("path")
         # A hub id (org/name) stays as it is unless a local path of that name exists.
         if path and (str(path).endswith(".gguf") or resolve_path(path, base).exists()):
+            written["model.path"] = path
             model["path"] = str(resolve_path(path, base))
+    return written
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

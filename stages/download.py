@@ -62,14 +62,17 @@ def _source(cfg, name: str) -> dict:
 
 
 def download(args) -> int:
-    cfg = load_params(args.params).config.need("data")     # every value checked (sqltradeoff/config.py)
+    params = load_params(args.params)
+    cfg = params.config.need("data")     # every value checked (sqltradeoff/config.py)
+    # the manifest records the mirror as params.yaml writes it: the same in every checkout and DVC workspace
+    recorded = params.as_written.get("data.mirror_dir")
     source = cfg.source
     base = args.params.resolve().parent
     if source not in ("mirror", "hub"):
         raise UserError(f"params: data.source must be `mirror` or `hub`, got {source!r}")
     if args.dataset == "spider":
         if source == "mirror":
-            m = data.spider_from_mirror(cfg.mirror_dir, args.out, base=base)
+            m = data.spider_from_mirror(cfg.mirror_dir, args.out, base=base, recorded=recorded)
         else:
             args.cache_dir.mkdir(parents=True, exist_ok=True)
             m = data.spider_from_hub(_source(cfg, "spider"), args.out, args.cache_dir)
@@ -79,7 +82,7 @@ def download(args) -> int:
     else:
         mcfg = _source(cfg, "mmlu")
         if source == "mirror":
-            m = data.mmlu_from_mirror(cfg.mirror_dir, mcfg, args.out, base=base)
+            m = data.mmlu_from_mirror(cfg.mirror_dir, mcfg, args.out, base=base, recorded=recorded)
         else:
             args.cache_dir.mkdir(parents=True, exist_ok=True)
             m = data.mmlu_from_hub(mcfg, args.out, args.cache_dir)

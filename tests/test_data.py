@@ -14,6 +14,7 @@ import pytest
 
 from sqltradeoff import data
 from sqltradeoff.errors import UserError
+from sqltradeoff.params import load_params
 from sqltradeoff.io import read_json, read_jsonl, sha256_file
 from shared_paths import SHARED, SPIDER, needs
 
@@ -459,3 +460,24 @@ def test_sigterm_during_download_leaves_no_temporary_folder(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("interrupted by SIGTERM") and "Traceback" not in err
     assert sorted(p.name for p in raw.iterdir()) == []
+
+
+def test_manifest_records_the_mirror_as_params_write_it_so_checkouts_agree(tmp_path):
+    """Two checkouts in different places, one params.yaml text (mirror_dir: ../mirror): the download
+    stage writes the same manifest in both (the resolved, absolute path differs between them)."""
+    import subprocess
+    import sys
+
+    make_mirror(tmp_path / "mirror", with_manifest=False)
+    manifests = []
+    for name in ("checkout_a", "checkout_b"):
+        ws = tmp_path / name
+        ws.mkdir()
+        (ws / "params.yaml").write_text("data: {source: mirror, mirror_dir: ../mirror}\n")
+        assert load_params(ws / "params.yaml").as_written == {"data.mirror_dir": "../mirror"}
+        res = subprocess.run([sys.executable, str(REPO / "stages" / "download.py"), "spider", "--out", "raw/spider",
+                              "--params", "params.yaml"], cwd=ws, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        manifests.append((ws / "raw" / "spider" / "manifest.json").read_bytes())
+    assert json.loads(manifests[0])["mirror_dir"] == "../mirror"
+    assert manifests[0] == manifests[1]

@@ -1,0 +1,41 @@
+# bash scripts/lease/real_run.sh COMPILE: one run of the real-scale study with the fast settings, real weights, through
+# the stage scripts (issue 10's "one run": train@run1 one epoch + predict@run1 972 questions + mmlu@run1 801 questions).
+# Needs what train_regional.sh set up (/tmp/proj, /tmp/data with formatted/ and prepared/, the wheels in /tmp/site) and
+# the GGUF in parts in /tmp/gguf (one part per call, carried during the polls). COMPILE: the train.torch_compile value
+# (false | regional). Settings over docs/results/qwen2.5-coder-0.5b-gpu/params.yaml: train use_liger_kernel true,
+# predict backend graphs with use_liger_kernel true; train logs without DVCLive (--no-live: no dvc on the card).
+# Run it detached (setsid nohup ... &) and poll; outputs go to /tmp/out (timings_real.jsonl, run_real.log, run_real.tgz).
+set -e
+C=${1:-false}
+cd /tmp/proj
+export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
+  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton
+mkdir -p /tmp/bin .cache/offline-models .cache/models data
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python; chmod +x /tmp/bin/python
+export PATH=/tmp/bin:$PATH
+G=.cache/offline-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+cat /tmp/gguf/gguf.part* > $G
+echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $G" | sha256sum -c
+rm -rf data/formatted data/prepared && cp -r /tmp/data/formatted /tmp/data/prepared data/
+cp docs/results/qwen2.5-coder-0.5b-gpu/params.yaml params.yaml
+python -c "from sqltradeoff.modeling import convert_gguf; print(convert_gguf('$G', '.cache/models'))"
+python - "$C" <<'PY'
+import json, sys, yaml
+p = yaml.safe_load(open("params.yaml"))
+c = {"false": False, "true": True}.get(sys.argv[1], sys.argv[1])
+p["train"].update(use_liger_kernel=True, torch_compile=c)
+p["predict"].update(backend="graphs", use_liger_kernel=True)
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+plan = json.load(open("docs/results/qwen2.5-coder-0.5b-gpu/plan.json"))
+for s in plan:
+    if s["name"].startswith("train@"):
+        s["cmd"] += " --no-live"
+json.dump(plan, open("/tmp/plan_real.json", "w"), indent=1)
+print("train", p["train"], "\npredict", p["predict"])
+PY
+cp params.yaml /tmp/out/params_real.yaml
+python scripts/stage_plan.py run --plan /tmp/plan_real.json --timings /tmp/out/timings_real.jsonl \
+  train@run1 predict@run1 mmlu@run1 > /tmp/out/run_real.log 2>&1 || echo "stage_plan rc=$?" >> /tmp/out/run_real.log
+tar czf /tmp/out/run_real.tgz models/run1/adapter metrics/train/run1/metrics.json data/predictions/run1.jsonl \
+  data/mmlu/run1.jsonl metrics/mmlu/run1.json 2>/dev/null || true
+touch /tmp/out/RUN_DONE
