@@ -18,6 +18,10 @@ takes a real model directory instead.
       python3 benchmarks/bench_throughput.py run --arch qwen2.5-0.5b --assets .gpu/assets/qwen2.5-0.5b \\
           --params docs/results/qwen2.5-coder-0.5b-gpu/params.yaml --formatted data/formatted \\
           --prepared data/prepared --stages predict,mmlu,train --out $OUT/throughput.json
+  steady (anywhere): the training rows' rate after a warm-up (a compile or the first steps), from the
+  trainer's per-step log lines that `run` leaves in its output (stdout of stages/train.py):
+      python3 benchmarks/bench_throughput.py run ... --stages train ... > train.log 2>&1
+      python benchmarks/bench_throughput.py steady --log train.log --rows $OUT/throughput.json --skip 100 --out steady.json
   merge (anywhere): add rows to benchmarks/results/gpu_throughput.json and print markdown tables
       python benchmarks/bench_throughput.py merge $OUT/throughput.json
 
@@ -250,6 +254,12 @@ def cmd_run(a) -> int:
     return 0
 
 
+def after_warmup(row: dict) -> float | None:
+    """The rate after a warm-up: a predict row's after its first batch, a train row's `steady` one."""
+    st = (row.get("details") or {}).get("steady")
+    return st["tokens_per_s"] if row.get("stage") == "train" and st else after_first_batch(row)
+
+
 def after_first_batch(row: dict) -> float | None:
     """Generated tokens/s after the first batch (the static backend compiles and captures its CUDA
     graph there): only where it is exact from the row, i.e. every output ran to max_new_tokens
@@ -266,22 +276,80 @@ def after_first_batch(row: dict) -> float | None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| stage | model | variant | tokens/s | after the first batch | seconds | card | agreement |",
+    lines = ["| stage | model | variant | tokens/s | after warm-up | seconds | card | agreement |",
              "|---|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         agr = r.get("agreement_with_reference")
         agreement = f"{agr['equal']}/{agr['of']}" if agr else ""
         value = r.get("tokens_per_s", "")
-        steady = after_first_batch(r)
+        steady = after_warmup(r)
         lines.append(f"| {r['stage']} | {r['model']} | {r['variant']} | {value} | {'' if steady is None else steady} | "
                      f"{r.get('seconds', '')} | {r.get('card', '')} | {agreement} |")
     return "\n".join(lines)
 
 
+def train_log_points(text: str) -> dict[str, list[tuple[int, float]]]:
+    """Per training variant of a `run` log: (input tokens seen, seconds since the training started)
+    at each logged step, from the trainer's log dicts stages/train.py prints (one per step) after the
+    `[bench] train/NAME: <command>` line that starts the variant."""
+    import ast
+
+    points: dict[str, list[tuple[int, float]]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("[bench] train/") and ": " in line:
+            name, _, rest = line[len("[bench] train/"):].partition(": ")
+            if " " not in name and not rest.startswith("tokens/s=") and "FAILED" not in name:
+                current = name
+                points[current] = []
+        elif current and line.startswith("{") and "'train_runtime'" in line and "'num_input_tokens_seen'" in line:
+            d = ast.literal_eval(line.strip())
+            if "loss" not in d:   # the summary dict at the end of training, not a step
+                continue
+            points[current].append((int(d["num_input_tokens_seen"]), float(d["train_runtime"])))
+    return points
+
+
+def steady_rate(points: list[tuple[int, float]], skip: int) -> dict | None:
+    """Tokens/s from logged step `skip` to the last one, and the seconds the first `skip` steps took."""
+    if len(points) <= skip or skip < 1:
+        return None
+    (t0, s0), (t1, s1) = points[skip - 1], points[-1]
+    if s1 <= s0:
+        return None
+    return {"from_step": skip, "to_step": len(points), "tokens_per_s": round((t1 - t0) / (s1 - s0), 1),
+            "seconds_per_step": round((s1 - s0) / (len(points) - skip), 4), "seconds_first_steps": round(s0, 2)}
+
+
+def cmd_steady(a) -> int:
+    points = train_log_points(Path(a.log).read_text(errors="replace"))
+    rows = json.loads(Path(a.rows).read_text())
+    this_cmd = "python3 benchmarks/bench_throughput.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    out = []
+    for r in rows:
+        if r.get("stage") == "train" and "error" not in r and r["variant"] in points:
+            st = steady_rate(points[r["variant"]], a.skip)
+            if st is None:
+                raise SystemExit(f"{a.log}: train/{r['variant']} has {len(points[r['variant']])} logged steps, "
+                                 f"not more than --skip {a.skip}")
+            r = {**r, "details": {**(r.get("details") or {}), "steady": st},
+                 "command": f"{r['command']} > LOG 2>&1 && {this_cmd}"}
+            if a.note:
+                r["note"] = a.note
+        out.append(r)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(markdown(out))
+    return 0
+
+
 def cmd_merge(a) -> int:
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     for f in a.files:
-        rows.extend(json.loads(Path(f).read_text()))
+        for r in json.loads(Path(f).read_text()):
+            if "error" in r:   # a configuration that failed has no figure; its error stays in the source file
+                print(f"[merge] left out {r['stage']}/{r['variant']} of {f}: it failed", file=sys.stderr)
+            else:
+                rows.append(r)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     print(markdown(rows))
@@ -346,6 +414,12 @@ def main(argv=None) -> int:
     r.add_argument("--out", required=True)
     m = sub.add_parser("merge")
     m.add_argument("files", nargs="+")
+    st = sub.add_parser("steady", help="training rows with their rate after --skip logged steps, from a `run` log")
+    st.add_argument("--log", required=True, help="what `run --stages train` printed (stdout and stderr)")
+    st.add_argument("--rows", required=True, help="the rows that `run` wrote (--out)")
+    st.add_argument("--skip", type=int, default=100, help="logged steps counted as warm-up")
+    st.add_argument("--note", help="a note stored in each training row (e.g. a second run on the same machine)")
+    st.add_argument("--out", required=True)
     t = sub.add_parser("timings", help="`run` rows from a study's stage timings")
     t.add_argument("timings")
     t.add_argument("--model", default="qwen2.5-0.5b")
@@ -356,7 +430,8 @@ def main(argv=None) -> int:
     t.add_argument("--note", help="a note stored in every row (e.g. what shared the card)")
     t.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge, "timings": cmd_timings}[a.cmd](a)
+    return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge, "timings": cmd_timings,
+            "steady": cmd_steady}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ study's recipe):
   (TrainingArguments.torch_compile; it recompiles as padding-free lengths change); `regional`:
   accelerate's regional compilation (`TorchDynamoPlugin.use_regional_compilation`), each repeated
   decoder block compiled once with dynamic shapes and reused by every layer, the model's own Python
-  (masks, TRL's loss) left eager (`compile_settings`). Not part of the resume hash (it changes
-  speed, not the optimisation; with LoRA dropout the compiled step draws other dropout masks).
+  (masks, TRL's loss) left eager (`compile_settings`; refused with `use_liger_kernel`, `check_compile`).
+  Not part of the resume hash (it changes speed, not the optimisation; with LoRA dropout the
+  compiled step draws other dropout masks).
 * `cpu_linear` -- CPU, fp32: `onednn` runs the frozen base layers (forward and the input's gradient)
   through oneDNN with weights packed once (onednn.py), `aten` through torch's GEMM; not part of the
   resume hash (the same products up to float rounding).
@@ -240,19 +241,33 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
     )
 
 
-def compile_settings(trainer, torch_compile: bool | str) -> None:
-    """`train.torch_compile: regional`: the trainer's accelerator compiles the model region by region
-    (accelerate's `compile_regions`: each block of the decoder's layer list, then the other leaf
-    modules) with dynamic shapes, when it prepares the model at the start of training. Set on the
-    accelerator's `TorchDynamoPlugin` (what `ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION` and
-    `ACCELERATE_DYNAMO_USE_DYNAMIC` would set), so nothing outside this trainer changes."""
+def check_compile(torch_compile: bool | str, use_liger_kernel: bool) -> None:
+    """`train.torch_compile: regional`, checked before the model loads: it needs accelerate's regional
+    compilation, and it cannot be combined with liger-kernel (dynamo fails to trace liger's fused
+    RMSNorm: an AssertionError in `overwrite_tensor_vt_proxy` with torch 2.11 and liger-kernel 0.8.5,
+    on an H100, BENCHMARKS.md)."""
     if torch_compile != "regional":
         return
-    plugin = trainer.accelerator.state.dynamo_plugin
-    if not hasattr(plugin, "use_regional_compilation"):
+    if use_liger_kernel:
+        raise UserError("params: train.torch_compile 'regional' and train.use_liger_kernel cannot be combined "
+                        "(torch.compile cannot trace liger-kernel's fused RMSNorm); set one of them")
+    from accelerate.utils import TorchDynamoPlugin
+
+    if "use_regional_compilation" not in getattr(TorchDynamoPlugin, "__dataclass_fields__", {}):
         import accelerate
         raise UserError(f"params: train.torch_compile 'regional' needs accelerate's regional compilation "
                         f"(accelerate >= 1.6; this is {accelerate.__version__}): set it to true or false")
+
+
+def compile_settings(trainer, torch_compile: bool | str) -> None:
+    """`train.torch_compile: regional` (checked by `check_compile`): the trainer's accelerator compiles
+    the model region by region (accelerate's `compile_regions`: each block of the decoder's layer list,
+    then the other leaf modules) with dynamic shapes, when it prepares the model at the start of
+    training. Set on the accelerator's `TorchDynamoPlugin` (what `ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`
+    and `ACCELERATE_DYNAMO_USE_DYNAMIC` would set), so nothing outside this trainer changes."""
+    if torch_compile != "regional":
+        return
+    plugin = trainer.accelerator.state.dynamo_plugin
     plugin.use_regional_compilation = True
     plugin.dynamic = True
 
@@ -423,6 +438,7 @@ def _settings(cfg: dict[str, Any], model_cfg: dict, ckpt_dir: Path):
     if cfg["attention"] == TORCH_VARLEN:   # unavailable here (no CUDA, old PyTorch): say so before loading
         register_torch_varlen()
     settings = device_settings(bool(model_cfg.get("load_in_4bit", False)))
+    check_compile(cfg["torch_compile"], cfg["use_liger_kernel"])
     if cfg["use_liger_kernel"]:
         require_liger("train.use_liger_kernel", settings.device == "cuda")
     try:

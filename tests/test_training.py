@@ -873,3 +873,26 @@ def test_regional_compile_compiles_each_block_once_for_every_length_and_trains_l
     assert info["run_config"]["torch_compile"] == "regional"
     with pytest.raises(UserError, match="train.torch_compile must be true, false or regional"):
         train({**run, "torch_compile": "yes"}, tiny_model_cfg, path, tmp_path / "bad", tmp_path / "mb")
+
+
+def test_regional_compile_is_checked_before_the_model_loads(tiny_model_cfg, data, tmp_path, monkeypatch):
+    """regional + liger (dynamo cannot trace liger's RMSNorm on the card) and an accelerate without
+    regional compilation are one-line errors before anything loads or is written."""
+    import accelerate.utils
+    import sqltradeoff.modeling
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before train.torch_compile was checked")
+
+    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    with pytest.raises(UserError, match="torch_compile 'regional' and train.use_liger_kernel cannot be combined"):
+        train({**CFG, "torch_compile": "regional", "use_liger_kernel": True}, tiny_model_cfg, data,
+              tmp_path / "m", tmp_path / "x")
+
+    class OldPlugin:   # an accelerate before regional compilation (no such dataclass field)
+        __dataclass_fields__ = {"backend": None, "mode": None}
+
+    monkeypatch.setattr(accelerate.utils, "TorchDynamoPlugin", OldPlugin)
+    with pytest.raises(UserError, match=r"needs accelerate's regional compilation \(accelerate >= 1.6"):
+        train({**CFG, "torch_compile": "regional"}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "x").exists()

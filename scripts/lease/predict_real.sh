@@ -1,0 +1,21 @@
+# bash scripts/lease/predict_real.sh: the predict backends on the real weights (Qwen2.5-Coder-0.5B-Instruct), all 972
+# dev questions at batch 64, base model: reference (before) vs graphs (after) vs graphs + liger (after_liger), each a
+# stages/predict.py process of benchmarks/bench_throughput.py; the prediction files come back for EX scoring on the CPU.
+# Needs what train_regional.sh set up (/tmp/proj, /tmp/data, the wheels in /tmp/site) and the GGUF's parts in /tmp/gguf.
+# Run it detached (setsid nohup ... &) and poll; outputs in /tmp/out (tp_predict_real.json, pred_*.jsonl, PREDICT_DONE).
+cd /tmp/proj
+export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
+  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton
+mkdir -p .cache/offline-models .cache/models
+G=.cache/offline-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+cat /tmp/gguf/gguf.part* > $G
+echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $G" | sha256sum -c > /tmp/out/predict_real.log 2>&1
+M=$(python3 -c "from sqltradeoff.modeling import convert_gguf; print(convert_gguf('$G', '.cache/models'))" | tail -1)
+echo "model dir: $M" >> /tmp/out/predict_real.log
+python3 benchmarks/bench_throughput.py run --arch qwen2.5-0.5b --model-dir "$M" \
+  --params docs/results/qwen2.5-coder-0.5b-gpu/params.yaml --formatted /tmp/data/formatted --prepared /tmp/data/prepared \
+  --stages predict --only-variants before,after,after_liger --override '{"predict": {"batch_size": 64}}' \
+  --work /tmp/benchwork_pred --out /tmp/out/tp_predict_real.json >> /tmp/out/predict_real.log 2>&1
+echo "bench rc=$?" >> /tmp/out/predict_real.log
+find /tmp/benchwork_pred -name "pred_*.jsonl" -exec cp {} /tmp/out/ \;
+touch /tmp/out/PREDICT_DONE
