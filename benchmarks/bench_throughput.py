@@ -72,9 +72,8 @@ DEFAULT_VARIANTS = {
     "train": {"before": {"train": {"gradient_checkpointing": True, "use_liger_kernel": False}},
               "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
               "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}},
-              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}},
-              "regional_liger": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True,
-                                           "torch_compile": "regional"}}},
+              # regional + liger failed in dynamo on an H100 (seventh lease) and is refused by the train stage
+              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}}},
 }
 
 
