@@ -219,7 +219,7 @@ def cmd_run(a) -> int:
         variants = {s: {n: v for n, v in vs.items() if n in keep} for s, vs in variants.items()}
     rows = []
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    this_cmd = "python3 benchmarks/bench_throughput.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    this_cmd = a.command
     for stage in a.stages.split(","):
         files_by_variant = {}
         for name, over in variants[stage].items():
@@ -323,7 +323,7 @@ def steady_rate(points: list[tuple[int, float]], skip: int) -> dict | None:
 def cmd_steady(a) -> int:
     points = train_log_points(Path(a.log).read_text(errors="replace"))
     rows = json.loads(Path(a.rows).read_text())
-    this_cmd = "python3 benchmarks/bench_throughput.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    this_cmd = a.command
     out = []
     for r in rows:
         if r.get("stage") == "train" and "error" not in r and r["variant"] in points:
@@ -429,6 +429,9 @@ def main(argv=None) -> int:
     t.add_argument("--note", help="a note stored in every row (e.g. what shared the card)")
     t.add_argument("--out", required=True)
     a = ap.parse_args(argv)
+    # what the rows record as their command: this invocation, as typed
+    a.command = "python3 benchmarks/bench_throughput.py " + " ".join(
+        shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     return {"assets": cmd_assets, "run": cmd_run, "merge": cmd_merge, "timings": cmd_timings,
             "steady": cmd_steady}[a.cmd](a)
 

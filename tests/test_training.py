@@ -31,6 +31,16 @@ ANSWERS = ["SELECT count(*) FROM singer", "SELECT name FROM stadium", "SELECT av
            "SELECT name FROM singer ORDER BY age DESC LIMIT 1"]
 
 
+def forbid_model_load(monkeypatch, message: str) -> None:
+    """Make `modeling.load_model` fail the test with `message` (what must be decided without a model)."""
+    import sqltradeoff.modeling
+
+    def no_load(*a, **k):
+        raise AssertionError(message)
+
+    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+
+
 def formatted_rows(tok, n=6):
     """Rows as the format stage writes them: prompt + completion == the rendered conversation."""
     rows = []
@@ -358,12 +368,7 @@ def test_attention_setting_switches_the_implementation_or_fails_clearly(tiny_mod
     with pytest.raises(UserError, match="train.attention 'no_such_kernel'"):
         set_attention(model, "no_such_kernel")
     if not varlen_available()[0]:       # CPU machines: the CUDA kernel is refused before the model loads
-        import sqltradeoff.modeling
-
-        def no_load(*a, **k):
-            raise AssertionError("the model was loaded before the attention setting was checked")
-
-        monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+        forbid_model_load(monkeypatch, "the model was loaded before the attention setting was checked")
         with pytest.raises(UserError, match="torch_varlen.*unavailable here"):
             train({**CFG, "attention": "torch_varlen", "padding_free": True}, tiny_model_cfg, data,
                   tmp_path / "v", tmp_path / "mv")
@@ -636,15 +641,11 @@ def test_ctrl_c_stops_the_train_stage_mid_backward_within_seconds(tiny_llama, ti
 
 def test_liger_kernel_is_refused_before_the_model_loads_where_it_cannot_run(tiny_model_cfg, data, tmp_path,
                                                                             monkeypatch):
-    import sqltradeoff.modeling
     from sqltradeoff.modeling import DeviceSettings
     from sqltradeoff.modeling import require_liger
     from sqltradeoff.training import sft_config_kwargs, validate_config
 
-    def no_load(*a, **k):
-        raise AssertionError("the model was loaded before train.use_liger_kernel was checked")
-
-    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    forbid_model_load(monkeypatch, "the model was loaded before train.use_liger_kernel was checked")
     with pytest.raises(UserError, match="use_liger_kernel is true, but liger-kernel runs only on a CUDA GPU"):
         train({**CFG, "use_liger_kernel": True}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
     with pytest.raises(UserError, match="train.use_liger_kernel"):
@@ -671,7 +672,6 @@ def test_train_takes_a_loaded_model_and_a_logger(tiny_model_cfg, data, tmp_path,
     same adapter as a run that loads the model itself."""
     from safetensors.torch import load_file
 
-    import sqltradeoff.modeling
 
     model, tokenizer = load_model(tiny_model_cfg, for_training=True)
     reference = train(CFG, tiny_model_cfg, data, tmp_path / "ref", tmp_path / "mref")
@@ -689,10 +689,7 @@ def test_train_takes_a_loaded_model_and_a_logger(tiny_model_cfg, data, tmp_path,
         def end(self):
             self.ended = True
 
-    def no_load(*a, **k):
-        raise AssertionError("train() loaded a model although one was passed")
-
-    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    forbid_model_load(monkeypatch, "train() loaded a model although one was passed")
     log = Logger()
     info = train(CFG, tiny_model_cfg, data, tmp_path / "inj", tmp_path / "minj", model=model, tokenizer=tokenizer,
                  live=log)
@@ -879,12 +876,8 @@ def test_regional_compile_is_checked_before_the_model_loads(tiny_model_cfg, data
     """regional + liger (dynamo cannot trace liger's RMSNorm on the card) and an accelerate without
     regional compilation are one-line errors before anything loads or is written."""
     import accelerate.utils
-    import sqltradeoff.modeling
 
-    def no_load(*a, **k):
-        raise AssertionError("the model was loaded before train.torch_compile was checked")
-
-    monkeypatch.setattr(sqltradeoff.modeling, "load_model", no_load)
+    forbid_model_load(monkeypatch, "the model was loaded before train.torch_compile was checked")
     with pytest.raises(UserError, match="torch_compile 'regional' and train.use_liger_kernel cannot be combined"):
         train({**CFG, "torch_compile": "regional", "use_liger_kernel": True}, tiny_model_cfg, data,
               tmp_path / "m", tmp_path / "x")
