@@ -73,7 +73,13 @@ DEFAULT_VARIANTS = {
               "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
               "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}},
               # regional + liger failed in dynamo on an H100 (seventh lease) and is refused by the train stage
-              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}}},
+              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}},
+              # padded batches (bucketed to multiples of 64 tokens) and CUDA graphs of the compiled blocks;
+              # regional_padded isolates the padding (the same batches, no graphs)
+              "regional_padded": {"train": {"gradient_checkpointing": False, "torch_compile": "regional",
+                                            "padding_free": False, "attention": "sdpa", "pad_to_multiple_of": 64}},
+              "regional_graphs": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
+                                            "padding_free": False, "attention": "sdpa", "pad_to_multiple_of": 64}}},
 }
 
 
