@@ -57,3 +57,38 @@ def test_steady_command_adds_the_rate_to_each_training_row(tmp_path):
     with pytest.raises(SystemExit, match="not more than --skip 4"):
         main(["steady", "--log", str(tmp_path / "run.log"), "--rows", str(tmp_path / "rows.json"),
               "--skip", "4", "--out", str(tmp_path / "out2.json")])
+
+
+def test_profile_train_times_each_phase_after_the_warm_up_and_profiles_the_last_steps(tiny_model_cfg, tmp_path):
+    """benchmarks/profile_train.py on the tiny model (CPU): host time per phase of the steps after the
+    warm-up, then a profiler window of the last steps with its top host operations."""
+    import yaml
+
+    from benchmarks import profile_train
+    from sqltradeoff.io import write_jsonl
+    from sqltradeoff.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_cfg)
+    rows = []
+    for q, a in [("How many singers?", "SELECT count(*) FROM singer"), ("Name every stadium.", "SELECT name FROM stadium")]:
+        full = tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                       tokenize=False)
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        rows.append({"prompt": prompt, "completion": full[len(prompt):]})
+    write_jsonl(tmp_path / "train.jsonl", rows * 4)
+    params = yaml.safe_load(open("params.yaml"))
+    params["model"] = tiny_model_cfg
+    params["train"].update(batch_size=1, grad_accum=1)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "profile.json"
+    assert profile_train.main(["--params", str(tmp_path / "p.yaml"), "--data", str(tmp_path / "train.jsonl"),
+                               "--steps", "7", "--warmup", "2", "--profile-steps", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["steps"] == 7 and res["timed_steps"] == 3
+    assert set(res["host_seconds_per_step"]) == set(profile_train.PHASES)
+    assert all(v > 0 for v in res["host_seconds_per_step"].values())
+    prof = res["profile"]
+    assert prof["steps"] == 2 and prof["wall_s_per_step"] > 0
+    assert any(op["name"].startswith("aten::") for op in prof["top_host_ops"])
+    with pytest.raises(SystemExit, match="--steps must exceed"):
+        profile_train.main(["--params", "p", "--data", "d", "--steps", "3", "--warmup", "2", "--out", "o"])
