@@ -176,7 +176,8 @@ def read_result(stage: str, files: dict, wall: float) -> dict:
     elif stage == "train":
         m = json.loads(files["metrics"].read_text())
         res.update(tokens_per_s=m.get("tokens_per_s"), seconds=m.get("wall_time_s"),
-                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")})
+                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")
+                            + (("cudagraph_skips",) if "cudagraph_skips" in m else ())})
     return res
 
 

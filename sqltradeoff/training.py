@@ -565,4 +565,6 @@ def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_d
                                           "examples_used", "examples_dropped_too_long",
                                           "examples_dropped_empty_completion", "wall_time_s",
                                           "tokens_seen", "tokens_per_s", "seconds_per_step", "resumed_from")})
+    if "cudagraph_skips" in info:      # train.torch_compile: regional_graphs on CUDA
+        summary["cudagraph_skips"] = info["cudagraph_skips"]
     write_json(metrics_file, summary)

@@ -17,6 +17,7 @@ DVCLive logging is replaced by a no-op stand-in when it cannot be imported.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 import types
@@ -449,4 +450,5 @@ def test_regional_graphs_training_runs_as_cuda_graphs_and_lowers_the_loss(tiny_m
     info, _ = _bf16_training_lowers_the_loss(tiny_mistral, tmp_path, {
         **CFG, "gradient_checkpointing": False, "torch_compile": "regional_graphs", "pad_to_multiple_of": 32})
     assert info["cudagraph_skips"] == 0, "some compiled regions ran without CUDA graphs (TORCH_LOGS=cudagraphs)"
+    assert json.loads((tmp_path / "metrics" / "metrics.json").read_text())["cudagraph_skips"] == 0
     assert info["run_config"]["torch_compile"] == "regional_graphs"
