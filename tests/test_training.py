@@ -306,7 +306,8 @@ def test_throughput_settings_are_validated_and_default_to_the_reference_recipe()
     filled = validate_config(dict(CFG))
     assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
                                                         "fp32_upcast": True, "use_liger_kernel": False,
-                                                        "torch_compile": False, "cpu_linear": "aten"}
+                                                        "torch_compile": False, "pad_to_multiple_of": None,
+                                                        "cpu_linear": "aten"}
     with pytest.raises(UserError, match="padding_free"):
         validate_config({**CFG, "padding_free": "yes"})
     with pytest.raises(UserError, match="fp32_upcast"):
@@ -326,6 +327,9 @@ def test_padding_free_arguments_leave_length_limits_to_tokenize_examples():
 
     kw = sft_config_kwargs({**CFG, "padding_free": True}, DeviceSettings("cpu", torch.float32, False), "ck")
     assert kw["padding_free"] is True and kw["max_length"] is None
+    assert "pad_to_multiple_of" not in kw        # unset: TRL's own default
+    assert sft_config_kwargs({**CFG, "pad_to_multiple_of": 64}, DeviceSettings("cpu", torch.float32, False),
+                             "ck")["pad_to_multiple_of"] == 64
     assert kw["include_num_input_tokens_seen"] == "all"      # no padding to leave out, no mask to count
     assert SFTConfig(**kw).padding_free is True
     kw = sft_config_kwargs(CFG, DeviceSettings("cpu", torch.float32, False), "ck")
