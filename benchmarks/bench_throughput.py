@@ -73,13 +73,7 @@ DEFAULT_VARIANTS = {
               "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
               "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}},
               # regional + liger failed in dynamo on an H100 (seventh lease) and is refused by the train stage
-              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}},
-              # padded batches (bucketed to multiples of 64 tokens) and CUDA graphs of the compiled blocks;
-              # regional_padded isolates the padding (the same batches, no graphs)
-              "regional_padded": {"train": {"gradient_checkpointing": False, "torch_compile": "regional",
-                                            "padding_free": False, "attention": "sdpa", "pad_to_multiple_of": 64}},
-              "regional_graphs": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
-                                            "padding_free": False, "attention": "sdpa", "pad_to_multiple_of": 64}}},
+              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}}},
 }
 
 
@@ -176,8 +170,7 @@ def read_result(stage: str, files: dict, wall: float) -> dict:
     elif stage == "train":
         m = json.loads(files["metrics"].read_text())
         res.update(tokens_per_s=m.get("tokens_per_s"), seconds=m.get("wall_time_s"),
-                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")
-                            + (("cudagraph_skips",) if "cudagraph_skips" in m else ())})
+                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")})
     return res
 
 

@@ -129,9 +129,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         info = train(cfg, config.need("model"), a.data, Path(work) / "model", Path(work) / "metrics",
                      callbacks=[cb], live=False)
-    result = {"params": a.params, "run_config": {k: cfg[k] for k in ("torch_compile", "pad_to_multiple_of",
-                                                                       "padding_free", "attention", "use_liger_kernel",
-                                                                       "gradient_checkpointing", "batch_size")},
+    shown = ("torch_compile", "pad_to_multiple_of", "padding_free", "attention", "use_liger_kernel",
+             "gradient_checkpointing", "batch_size")
+    result = {"params": a.params, "run_config": {k: cfg[k] for k in shown if k in cfg},
               "steps": info["steps"], "tokens_per_s": info["tokens_per_s"], **summary(cb, a.profile_steps, a.top),
               "card": card(), "command": " ".join(["python3", "benchmarks/profile_train.py", *(argv or sys.argv[1:])])}
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -118,13 +118,10 @@ def a_compile_level(value):
     return value
 
 
-TORCH_COMPILE = ("regional", "regional_graphs")
-
-
 def a_torch_compile(value):
-    if isinstance(value, bool) or value in TORCH_COMPILE:
+    if isinstance(value, bool) or value == "regional":
         return value
-    raise _Bad("true, false, regional or regional_graphs")
+    raise _Bad("true, false or regional")
 
 
 def auto_or_boolean(value):
@@ -354,7 +351,6 @@ class TrainConfig(Section):
     fp32_upcast: bool = _spec(boolean, True)
     use_liger_kernel: bool = _spec(boolean, False)
     torch_compile: bool | str = _spec(a_torch_compile, False)   # true: the whole model; regional: each block
-    pad_to_multiple_of: int | None = _spec(optional(integer(1)), None)   # batch lengths rounded up (TRL's collator)
     cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: frozen base layers through oneDNN (onednn.py)
     epochs: int | float = _spec(number(0))
     max_steps: int = _spec(integer(1, also=(-1,), allowed="-1 (train for `epochs`) or a positive integer"))
@@ -379,9 +375,6 @@ class TrainConfig(Section):
         if self.attention == "torch_varlen" and not self.padding_free and self.batch_size > 1:
             raise UserError(f"params: {where}.attention 'torch_varlen' needs train.padding_free: true when "
                             f"train.batch_size > 1 (it takes no padded batches)")
-        if self.torch_compile == "regional_graphs" and (self.padding_free or self.pad_to_multiple_of is None):
-            raise UserError(f"params: {where}.torch_compile 'regional_graphs' records CUDA graphs per batch shape: "
-                            f"it needs train.padding_free: false and train.pad_to_multiple_of set (e.g. 64)")
 
 
 @dataclass(frozen=True, kw_only=True)
