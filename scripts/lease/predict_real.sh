@@ -6,11 +6,8 @@
 cd /tmp/proj
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
   DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton
-mkdir -p .cache/offline-models .cache/models
-G=.cache/offline-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
-cat /tmp/gguf/gguf.part* > $G
-echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $G" | sha256sum -c > /tmp/out/predict_real.log 2>&1
-M=$(python3 -c "from sqltradeoff.modeling import convert_gguf; print(convert_gguf('$G', '.cache/models'))" | tail -1)
+M=$(bash scripts/lease/join_gguf.sh 2> /tmp/out/predict_real.log) || { echo "join_gguf.sh failed" >> /tmp/out/predict_real.log;
+  touch /tmp/out/PREDICT_DONE; exit 1; }
 echo "model dir: $M" >> /tmp/out/predict_real.log
 python3 benchmarks/bench_throughput.py run --arch qwen2.5-0.5b --model-dir "$M" \
   --params docs/results/qwen2.5-coder-0.5b-gpu/params.yaml --formatted /tmp/data/formatted --prepared /tmp/data/prepared \

@@ -10,15 +10,12 @@ C=${1:-false}
 cd /tmp/proj
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
   DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton
-mkdir -p /tmp/bin .cache/offline-models .cache/models data
+mkdir -p /tmp/bin data
 printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python; chmod +x /tmp/bin/python
 export PATH=/tmp/bin:$PATH
-G=.cache/offline-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
-cat /tmp/gguf/gguf.part* > $G
-echo "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  $G" | sha256sum -c
+bash scripts/lease/join_gguf.sh        # the GGUF the GPU study's params.yaml names, converted into .cache/models
 rm -rf data/formatted data/prepared && cp -r /tmp/data/formatted /tmp/data/prepared data/
 cp docs/results/qwen2.5-coder-0.5b-gpu/params.yaml params.yaml
-python -c "from sqltradeoff.modeling import convert_gguf; print(convert_gguf('$G', '.cache/models'))"
 python - "$C" <<'PY'
 import json, sys, yaml
 p = yaml.safe_load(open("params.yaml"))
