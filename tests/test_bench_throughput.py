@@ -1,8 +1,10 @@
 """benchmarks/bench_throughput.py `steady`: a training row's rate after its warm-up (a compile, the
-first steps), read from the trainer's per-step log lines that `run` leaves in its output."""
+first steps), read from the trainer's per-step log lines that `run` leaves in its output; and
+benchmarks/profile_train.py's phase timings and profiler window."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +78,7 @@ def test_profile_train_times_each_phase_after_the_warm_up_and_profiles_the_last_
         prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
         rows.append({"prompt": prompt, "completion": full[len(prompt):]})
     write_jsonl(tmp_path / "train.jsonl", rows * 4)
-    params = yaml.safe_load(open("params.yaml"))
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["model"] = tiny_model_cfg
     params["train"].update(batch_size=1, grad_accum=1)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
