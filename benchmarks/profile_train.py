@@ -4,7 +4,7 @@
 Runs `training.train` (what `stages/train.py` runs) on a params file, for example one that
 `bench_throughput.py run` wrote for a train variant (`<work>/<arch>/params_train_<variant>.yaml`,
 its model a random-weight copy of the architecture), and measures over the steps after a warm-up
-(the compile, the first CUDA-graph recordings):
+(a compile, the first steps):
 
 * host wall time per phase, from the trainer's callbacks, with no synchronisation added:
   `forward_backward` (step begin to the optimizer: forward, loss, backward, gradient clipping),
@@ -12,7 +12,7 @@ its model a random-weight copy of the architecture), and measures over the steps
 * then, over `--profile-steps` more steps, torch.profiler's totals: the GPU's kernel time per step
   against the wall time per step (how idle the card is), and the host operations that cost the most.
 
-    python3 benchmarks/profile_train.py --params /tmp/benchwork/qwen2.5-0.5b/params_train_regional_graphs.yaml \\
+    python3 benchmarks/profile_train.py --params /tmp/benchwork/qwen2.5-0.5b/params_train_regional.yaml \\
         --data /tmp/data/formatted/train.jsonl --steps 160 --warmup 100 --profile-steps 20 --out /tmp/out/profile.json
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def phase_callback(warmup: int, timed: int, profile_steps: int):
         def __init__(self):
             self.times = {p: [] for p in PHASES}
             self.marks = {}
-            self.prof, self.prof_wall = None, None
+            self.prof, self.prof_wall, self.prof_done = None, None, False
 
         def _mark(self, name):
             self.marks[name] = time.perf_counter()
@@ -83,6 +83,7 @@ def phase_callback(warmup: int, timed: int, profile_steps: int):
                 sync()
                 self.prof_wall = time.perf_counter() - self.prof_wall
                 self.prof.__exit__(None, None, None)
+                self.prof_done = True
 
     return Phases()
 
@@ -90,7 +91,7 @@ def phase_callback(warmup: int, timed: int, profile_steps: int):
 def summary(cb, profile_steps: int, top: int) -> dict:
     out = {"host_seconds_per_step": {p: round(statistics.median(v), 5) for p, v in cb.times.items() if v},
            "timed_steps": len(cb.times["optimizer"])}
-    if cb.prof is not None and isinstance(cb.prof_wall, float):
+    if cb.prof_done:
         events = cb.prof.key_averages()
         device_us = sum(e.self_device_time_total for e in events)
         out["profile"] = {
@@ -129,9 +130,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         info = train(cfg, config.need("model"), a.data, Path(work) / "model", Path(work) / "metrics",
                      callbacks=[cb], live=False)
-    shown = ("torch_compile", "pad_to_multiple_of", "padding_free", "attention", "use_liger_kernel",
-             "gradient_checkpointing", "batch_size")
-    result = {"params": a.params, "run_config": {k: cfg[k] for k in shown if k in cfg},
+    shown = ("torch_compile", "padding_free", "attention", "use_liger_kernel", "gradient_checkpointing", "batch_size")
+    result = {"params": a.params, "run_config": {k: cfg[k] for k in shown},
               "steps": info["steps"], "tokens_per_s": info["tokens_per_s"], **summary(cb, a.profile_steps, a.top),
               "card": card(), "command": " ".join(["python3", "benchmarks/profile_train.py", *(argv or sys.argv[1:])])}
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -66,18 +66,13 @@ def test_profile_train_times_each_phase_after_the_warm_up_and_profiles_the_last_
     warm-up, then a profiler window of the last steps with its top host operations."""
     import yaml
 
+    from test_training import formatted_rows
+
     from benchmarks import profile_train
     from sqltradeoff.io import write_jsonl
     from sqltradeoff.modeling import load_tokenizer
 
-    tok = load_tokenizer(tiny_model_cfg)
-    rows = []
-    for q, a in [("How many singers?", "SELECT count(*) FROM singer"), ("Name every stadium.", "SELECT name FROM stadium")]:
-        full = tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                       tokenize=False)
-        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        rows.append({"prompt": prompt, "completion": full[len(prompt):]})
-    write_jsonl(tmp_path / "train.jsonl", rows * 4)
+    write_jsonl(tmp_path / "train.jsonl", formatted_rows(load_tokenizer(tiny_model_cfg), 8))
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["model"] = tiny_model_cfg
     params["train"].update(batch_size=1, grad_accum=1)
