@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -224,6 +225,7 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         completion_only_loss=True,
         packing=False,
         logging_steps=1,
+        logging_nan_inf_filter=False,     # a non-finite loss is logged as it is (`_finite_guard` stops the run)
         save_strategy="steps",
         save_steps=cfg["save_steps"],
         save_total_limit=cfg["save_total_limit"],
@@ -410,9 +412,10 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
     from datasets import Dataset
     from trl import SFTTrainer
 
+    guard = _finite_guard()
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer,
-                         callbacks=[*live_callbacks, *(callbacks or [])])
+                         callbacks=[guard, *live_callbacks, *(callbacks or [])])
     compile_settings(trainer, cfg["torch_compile"])
     if trainer_hook is not None:
         trainer_hook(trainer)
@@ -422,10 +425,41 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
     result = _run_trainer(trainer, resume_from, ckpt_dir, on_cpu=on_cpu,
                           compact=on_cpu and cpu_compact_lm_head and cfg["torch_compile"] is False)
     wall = time.time() - t0
+    if guard.bad is not None:
+        step, key, value = guard.bad
+        last = latest_checkpoint(ckpt_dir)
+        raise UserError(f"train: the {key.replace('_', ' ')} was {value} at step {step}: the run diverged, so no adapter "
+                        f"is written ({f'the checkpoint {last.name} is kept' if last else 'no checkpoint was kept'}); "
+                        f"lower train.learning_rate or change the precision/attention settings")
     info = _run_info(trainer, result, wall, cfg, model_cfg, settings, digest, resume_from, start_step, data_stats)
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
         _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir)
     return info
+
+
+def _finite_guard():
+    """A callback that stops training at the first logged step (every step is logged) whose gradient norm or
+    loss is not finite: the run has diverged (a NaN gradient turns every LoRA weight into NaN at the
+    optimizer step, and transformers' `logging_nan_inf_filter` logs the later NaN losses as finite values).
+    That step saves no checkpoint, so the kept ones are from before it; `train` then raises a `UserError`."""
+    from transformers import TrainerCallback
+
+    class FiniteGuard(TrainerCallback):
+        bad = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("grad_norm", "loss"):
+                try:
+                    value = float((logs or {}).get(key))
+                except (TypeError, ValueError):
+                    continue
+                if self.bad is None and not math.isfinite(value):
+                    self.bad = (state.global_step, key, value)
+                    control.should_training_stop = True
+                    control.should_save = False       # _maybe_log_save_evaluate saves after logging
+            return control
+
+    return FiniteGuard()
 
 
 def _settings(cfg: dict[str, Any], model_cfg: dict, ckpt_dir: Path):

@@ -230,6 +230,32 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_model_cfg, data, tmp_
     assert other["resumed_from"] is None and other["steps_this_run"] == 6
 
 
+def test_a_diverged_run_stops_at_its_first_non_finite_step_and_writes_no_adapter(tiny_model_cfg, data, tmp_path):
+    """NaN LoRA weights (what a too high learning rate or a bad kernel leaves; on a card, padded sdpa batches in
+    bf16 did) stop the run at the first step whose gradient norm is NaN: one line naming the step, no adapter,
+    no training info, and only the checkpoints from before that step (none is saved at it)."""
+    from transformers import TrainerCallback
+
+    class Poison(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:     # step 3 begins, after checkpoint-2 was saved
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
+
+    with pytest.raises(UserError, match=r"^train: the grad norm was nan at step 3: the run diverged, so no adapter "
+                                        r"is written \(the checkpoint checkpoint-2 is kept\)") as err:
+        train({**CFG, "save_steps": 1, "save_total_limit": 5}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x",
+              callbacks=[Poison()])
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "m" / "adapter").exists()
+    assert sorted(p.name for p in (tmp_path / "m" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1",
+                                                                                           "checkpoint-2"]
+    from safetensors.torch import load_file       # the kept checkpoint is from before the NaN
+
+    kept = load_file(tmp_path / "m" / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    assert kept and all(torch.isfinite(t).all() for t in kept.values())
+
+
 def test_bad_config_and_data_are_user_errors(tiny_model_cfg, tok, tmp_path):
     path = tmp_path / "t.jsonl"
     write_jsonl(path, formatted_rows(tok, 2))
