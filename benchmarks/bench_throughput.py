@@ -73,7 +73,18 @@ DEFAULT_VARIANTS = {
               "after": {"train": {"gradient_checkpointing": False, "use_liger_kernel": True}},
               "compile": {"train": {"gradient_checkpointing": False, "torch_compile": True}},
               # regional + liger failed in dynamo on an H100 (seventh lease) and is refused by the train stage
-              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}}},
+              "regional": {"train": {"gradient_checkpointing": False, "torch_compile": "regional"}},
+              # padded batches (bucketed to multiples of 64 tokens; eager attention: sdpa with the extra padding
+              # gave NaN gradients on real weights) and CUDA graphs of the compiled blocks; regional_padded
+              # isolates the padding (the same batches, no graphs)
+              "regional_padded": {"train": {"gradient_checkpointing": False, "torch_compile": "regional",
+                                            "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64}},
+              "regional_graphs": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
+                                            "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64}},
+              # the same with torch's AdamW (isolates bitsandbytes' paged 8-bit optimizer; another optimisation)
+              "regional_graphs_adamw": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
+                                                  "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64,
+                                                  "optim_cuda": "adamw_torch"}}},
 }
 
 
@@ -170,7 +181,8 @@ def read_result(stage: str, files: dict, wall: float) -> dict:
     elif stage == "train":
         m = json.loads(files["metrics"].read_text())
         res.update(tokens_per_s=m.get("tokens_per_s"), seconds=m.get("wall_time_s"),
-                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")})
+                   details={k: m.get(k) for k in ("steps", "seconds_per_step", "tokens_seen", "final_loss")
+                            + (("cudagraph_skips",) if "cudagraph_skips" in m else ())})
     return res
 
 
@@ -230,6 +242,7 @@ def cmd_run(a) -> int:
             t0 = time.time()
             proc = subprocess.run(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
             wall = time.time() - t0
+            (work / f"stderr_{stage}_{name}.log").write_text(proc.stderr)   # all of it (a crash's stacks, TORCH_LOGS)
             tail = proc.stderr[-3000:]
             if proc.returncode != 0:
                 print(f"[bench] {stage}/{name} FAILED rc={proc.returncode}\n{tail}", file=sys.stderr, flush=True)

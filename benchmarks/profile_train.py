@@ -4,7 +4,7 @@
 Runs `training.train` (what `stages/train.py` runs) on a params file, for example one that
 `bench_throughput.py run` wrote for a train variant (`<work>/<arch>/params_train_<variant>.yaml`,
 its model a random-weight copy of the architecture), and measures over the steps after a warm-up
-(a compile, the first steps):
+(the compile, the first CUDA-graph recordings):
 
 * host wall time per phase, from the trainer's callbacks, with no synchronisation added:
   `forward_backward` (step begin to the optimizer: forward, loss, backward, gradient clipping),
@@ -12,7 +12,7 @@ its model a random-weight copy of the architecture), and measures over the steps
 * then, over `--profile-steps` more steps, torch.profiler's totals: the GPU's kernel time per step
   against the wall time per step (how idle the card is), and the host operations that cost the most.
 
-    python3 benchmarks/profile_train.py --params /tmp/benchwork/qwen2.5-0.5b/params_train_regional.yaml \\
+    python3 benchmarks/profile_train.py --params /tmp/benchwork/qwen2.5-0.5b/params_train_regional_graphs.yaml \\
         --data /tmp/data/formatted/train.jsonl --steps 160 --warmup 100 --profile-steps 20 --out /tmp/out/profile.json
 """
 from __future__ import annotations
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         info = train(cfg, config.need("model"), a.data, Path(work) / "model", Path(work) / "metrics",
                      callbacks=[cb], live=False)
-    shown = ("torch_compile", "padding_free", "attention", "use_liger_kernel", "gradient_checkpointing", "batch_size")
+    shown = ("torch_compile", "pad_to_multiple_of", "padding_free", "attention", "use_liger_kernel",
+             "gradient_checkpointing", "batch_size")
     result = {"params": a.params, "run_config": {k: cfg[k] for k in shown},
               "steps": info["steps"], "tokens_per_s": info["tokens_per_s"], **summary(cb, a.profile_steps, a.top),
               "card": card(), "command": " ".join(["python3", "benchmarks/profile_train.py", *(argv or sys.argv[1:])])}

@@ -118,10 +118,13 @@ def a_compile_level(value):
     return value
 
 
+TORCH_COMPILE = ("regional", "regional_graphs")
+
+
 def a_torch_compile(value):
-    if isinstance(value, bool) or value == "regional":
+    if isinstance(value, bool) or value in TORCH_COMPILE:
         return value
-    raise _Bad("true, false or regional")
+    raise _Bad("true, false, regional or regional_graphs")
 
 
 def auto_or_boolean(value):
@@ -351,6 +354,7 @@ class TrainConfig(Section):
     fp32_upcast: bool = _spec(boolean, True)
     use_liger_kernel: bool = _spec(boolean, False)
     torch_compile: bool | str = _spec(a_torch_compile, False)   # true: the whole model; regional: each block
+    pad_to_multiple_of: int | None = _spec(optional(integer(1)), None)   # batch lengths rounded up (TRL's collator)
     cpu_linear: str = _spec(choice(*CPU_LINEAR), "aten")   # CPU fp32: frozen base layers through oneDNN (onednn.py)
     epochs: int | float = _spec(number(0))
     max_steps: int = _spec(integer(1, also=(-1,), allowed="-1 (train for `epochs`) or a positive integer"))
@@ -375,6 +379,14 @@ class TrainConfig(Section):
         if self.attention == "torch_varlen" and not self.padding_free and self.batch_size > 1:
             raise UserError(f"params: {where}.attention 'torch_varlen' needs train.padding_free: true when "
                             f"train.batch_size > 1 (it takes no padded batches)")
+        if self.torch_compile == "regional_graphs" and (self.padding_free or self.pad_to_multiple_of is None):
+            raise UserError(f"params: {where}.torch_compile 'regional_graphs' records CUDA graphs per batch shape: "
+                            f"it needs train.padding_free: false and train.pad_to_multiple_of set (e.g. 64)")
+        if self.pad_to_multiple_of is not None and self.attention == "sdpa":
+            # on an H100, bf16, real Qwen2.5-Coder-0.5B weights: NaN gradients from the 4th step on, with or without
+            # compilation; eager attention, or sdpa without the extra padding, trained normally (BENCHMARKS.md)
+            raise UserError(f"params: {where}.pad_to_multiple_of with train.attention 'sdpa' gave NaN gradients on a "
+                            f"GPU (bf16): set train.attention: eager, or pad_to_multiple_of: null")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,9 +33,16 @@ study's recipe):
   (TrainingArguments.torch_compile; it recompiles as padding-free lengths change); `regional`:
   accelerate's regional compilation (`TorchDynamoPlugin.use_regional_compilation`), each repeated
   decoder block compiled once with dynamic shapes and reused by every layer, the model's own Python
-  (masks, TRL's loss) left eager (`compile_settings`; refused with `use_liger_kernel`, `check_compile`).
+  (masks, TRL's loss) left eager (`compile_settings`; refused with `use_liger_kernel`, `check_compile`);
+  `regional_graphs`: the same with torch.compile's `mode="reduce-overhead"` and static shapes, so on
+  CUDA each compiled block runs as a recorded CUDA graph (one compile and graph per padded length: it
+  needs padded batches, `padding_free: false`, with `pad_to_multiple_of` bounding the lengths; on the
+  CPU no graphs are recorded).
   Not part of the resume hash (it changes speed, not the optimisation; with LoRA dropout the
   compiled step draws other dropout masks).
+* `pad_to_multiple_of` -- TRL's collator pads each batch's length up to a multiple of it (labels -100,
+  attention mask 0 on the padding): the loss is the same, the number of distinct shapes is bounded.
+  Not part of the resume hash. Refused with `attention: sdpa` (NaN gradients on a card in bf16).
 * `cpu_linear` -- CPU, fp32: `onednn` runs the frozen base layers (forward and the input's gradient)
   through oneDNN with weights packed once (onednn.py), `aten` through torch's GEMM; not part of the
   resume hash (the same products up to float rounding).
@@ -77,7 +84,7 @@ TRAIN_KEYS = tuple(k for k, d in _SPECS.items() if d is REQUIRED)
 # Optional keys and their defaults (the reference study's recipe).
 TRAIN_DEFAULTS = {k: d for k, d in _SPECS.items() if d is not REQUIRED}
 # Keys that do not change the trained weights (excluded from the resume hash).
-_NO_RESULT_KEYS = ("save_steps", "save_total_limit", "torch_compile", "cpu_linear")
+_NO_RESULT_KEYS = ("save_steps", "save_total_limit", "torch_compile", "pad_to_multiple_of", "cpu_linear")
 
 
 def train_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
@@ -240,24 +247,29 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
         use_cpu=settings.device == "cpu",
         use_liger_kernel=bool(cfg["use_liger_kernel"]),
         torch_compile=cfg["torch_compile"] is not False,
+        # TRL's own default ("auto": no padding off Neuron) unless set
+        **({"pad_to_multiple_of": cfg["pad_to_multiple_of"]} if cfg["pad_to_multiple_of"] else {}),
     )
 
 
+REGIONAL = ("regional", "regional_graphs")
+
+
 def check_compile(torch_compile: bool | str, use_liger_kernel: bool) -> None:
-    """`train.torch_compile: regional`, checked before the model loads: it needs accelerate's regional
-    compilation, and it cannot be combined with liger-kernel (dynamo fails to trace liger's fused
-    RMSNorm: an AssertionError in `overwrite_tensor_vt_proxy` with torch 2.11 and liger-kernel 0.8.5,
-    on an H100, BENCHMARKS.md)."""
-    if torch_compile != "regional":
+    """`train.torch_compile: regional` (or `regional_graphs`), checked before the model loads: it needs
+    accelerate's regional compilation, and it cannot be combined with liger-kernel (dynamo fails to trace
+    liger's fused RMSNorm: an AssertionError in `overwrite_tensor_vt_proxy` with torch 2.11 and
+    liger-kernel 0.8.5, on an H100, BENCHMARKS.md)."""
+    if torch_compile not in REGIONAL:
         return
     if use_liger_kernel:
-        raise UserError("params: train.torch_compile 'regional' and train.use_liger_kernel cannot be combined "
-                        "(torch.compile cannot trace liger-kernel's fused RMSNorm); set one of them")
+        raise UserError(f"params: train.torch_compile '{torch_compile}' and train.use_liger_kernel cannot be "
+                        f"combined (torch.compile cannot trace liger-kernel's fused RMSNorm); set one of them")
     from accelerate.utils import TorchDynamoPlugin
 
     if "use_regional_compilation" not in getattr(TorchDynamoPlugin, "__dataclass_fields__", {}):
         import accelerate
-        raise UserError(f"params: train.torch_compile 'regional' needs accelerate's regional compilation "
+        raise UserError(f"params: train.torch_compile '{torch_compile}' needs accelerate's regional compilation "
                         f"(accelerate >= 1.6; this is {accelerate.__version__}): set it to true or false")
 
 
@@ -266,12 +278,61 @@ def compile_settings(trainer, torch_compile: bool | str) -> None:
     the model region by region (accelerate's `compile_regions`: each block of the decoder's layer list,
     then the other leaf modules) with dynamic shapes, when it prepares the model at the start of
     training. Set on the accelerator's `TorchDynamoPlugin` (what `ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`
-    and `ACCELERATE_DYNAMO_USE_DYNAMIC` would set), so nothing outside this trainer changes."""
-    if torch_compile != "regional":
+    and `ACCELERATE_DYNAMO_USE_DYNAMIC` would set), so nothing outside this trainer changes.
+    `regional_graphs`: the same with `mode="reduce-overhead"` and static shapes (`_graphs_settings`;
+    inductor's CUDA graph trees: each compiled region's forward and backward are recorded once per input
+    shape and replayed), and every optimizer step marked as a new iteration for the graph trees
+    (`torch.compiler.cudagraph_mark_step_begin`)."""
+    if torch_compile not in REGIONAL:
         return
     plugin = trainer.accelerator.state.dynamo_plugin
     plugin.use_regional_compilation = True
     plugin.dynamic = True
+    if torch_compile == "regional_graphs":
+        plugin.mode = "reduce-overhead"
+        trainer.add_callback(_mark_graph_steps())
+        _graphs_settings(plugin)
+
+
+def _graphs_settings(plugin) -> None:
+    """`regional_graphs` compiles with static shapes: one graph per padded length (`pad_to_multiple_of` bounds
+    how many), with dynamo's recompile limits raised to hold them all (16 lengths of 64 tokens up to
+    max_length 1024, each for the first block and the others). With dynamic shapes (accelerate's default
+    for regional compilation) the compiled backward died with SIGSEGV in its first CUDA-graph warm-up on an
+    H100 (ninth lease, BENCHMARKS.md); static shapes ran with no CUDA-graph skip.
+    Experiment knobs (environment, so that params and the resume hash stay as they are):
+    SQLTRADEOFF_GRAPHS_DYNAMIC=1 compiles with dynamic shapes again (reproduces the crash);
+    SQLTRADEOFF_GRAPHS_TREES=0 uses inductor's plain cudagraphify instead of CUDA graph trees."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    plugin.dynamic = os.environ.get("SQLTRADEOFF_GRAPHS_DYNAMIC") == "1"
+    if not plugin.dynamic:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
+    if os.environ.get("SQLTRADEOFF_GRAPHS_TREES") == "0":
+        torch._inductor.config.triton.cudagraph_trees = False
+
+
+def _mark_graph_steps():
+    """A callback that starts each training step as a new iteration of the CUDA graph trees: the
+    outputs of the previous step's graphs (its activations, consumed by then) may be overwritten."""
+    import torch
+    from transformers import TrainerCallback
+
+    class MarkGraphSteps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            torch.compiler.cudagraph_mark_step_begin()
+
+    return MarkGraphSteps()
+
+
+def cudagraph_skips() -> int:
+    """How many compiled graphs inductor ran without CUDA graphs in this process (`TORCH_LOGS=cudagraphs`
+    says why: a CPU tensor, a mutated input, a dynamic shape it could not record, ...)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def _add_lora(model, cfg: dict[str, Any], settings):
@@ -417,6 +478,9 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
                          processing_class=tokenizer,
                          callbacks=[guard, *live_callbacks, *(callbacks or [])])
     compile_settings(trainer, cfg["torch_compile"])
+    if cfg["torch_compile"] == "regional_graphs" and settings.device != "cuda":
+        print(f"note: train.torch_compile 'regional_graphs' records CUDA graphs on CUDA only; on {settings.device} "
+              f"it compiles as 'regional'", file=sys.stderr)
     if trainer_hook is not None:
         trainer_hook(trainer)
     if resume_from is not None:
@@ -432,6 +496,11 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
                         f"is written ({f'the checkpoint {last.name} is kept' if last else 'no checkpoint was kept'}); "
                         f"lower train.learning_rate or change the precision/attention settings")
     info = _run_info(trainer, result, wall, cfg, model_cfg, settings, digest, resume_from, start_step, data_stats)
+    if cfg["torch_compile"] == "regional_graphs" and settings.device == "cuda":
+        info["cudagraph_skips"] = skips = cudagraph_skips()
+        if skips:
+            print(f"warning: train.torch_compile 'regional_graphs': {skips} compiled graphs ran without CUDA graphs "
+                  f"(TORCH_LOGS=cudagraphs says why)", file=sys.stderr)
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
         _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir)
     return info
@@ -553,4 +622,6 @@ def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_d
                                           "examples_used", "examples_dropped_too_long",
                                           "examples_dropped_empty_completion", "wall_time_s",
                                           "tokens_seen", "tokens_per_s", "seconds_per_step", "resumed_from")})
+    if "cudagraph_skips" in info:      # train.torch_compile: regional_graphs on CUDA
+        summary["cudagraph_skips"] = info["cudagraph_skips"]
     write_json(metrics_file, summary)

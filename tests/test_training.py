@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from sqltradeoff.errors import UserError
-from sqltradeoff.io import write_jsonl
+from sqltradeoff.io import sha256_file, write_jsonl
 from sqltradeoff.modeling import load_model, load_tokenizer
-from sqltradeoff.training import tokenize_examples, train
+from sqltradeoff.training import config_hash, tokenize_examples, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -332,7 +332,8 @@ def test_throughput_settings_are_validated_and_default_to_the_reference_recipe()
     filled = validate_config(dict(CFG))
     assert {k: filled[k] for k in TRAIN_DEFAULTS} == {"padding_free": False, "attention": "sdpa",
                                                         "fp32_upcast": True, "use_liger_kernel": False,
-                                                        "torch_compile": False, "cpu_linear": "aten"}
+                                                        "torch_compile": False, "pad_to_multiple_of": None,
+                                                        "cpu_linear": "aten"}
     with pytest.raises(UserError, match="padding_free"):
         validate_config({**CFG, "padding_free": "yes"})
     with pytest.raises(UserError, match="fp32_upcast"):
@@ -352,6 +353,9 @@ def test_padding_free_arguments_leave_length_limits_to_tokenize_examples():
 
     kw = sft_config_kwargs({**CFG, "padding_free": True}, DeviceSettings("cpu", torch.float32, False), "ck")
     assert kw["padding_free"] is True and kw["max_length"] is None
+    assert "pad_to_multiple_of" not in kw        # unset: TRL's own default
+    assert sft_config_kwargs({**CFG, "pad_to_multiple_of": 64, "attention": "eager"},
+                             DeviceSettings("cpu", torch.float32, False), "ck")["pad_to_multiple_of"] == 64
     assert kw["include_num_input_tokens_seen"] == "all"      # no padding to leave out, no mask to count
     assert SFTConfig(**kw).padding_free is True
     kw = sft_config_kwargs(CFG, DeviceSettings("cpu", torch.float32, False), "ck")
@@ -843,24 +847,15 @@ def test_cpu_training_with_onednn_layers_matches_aten_and_compact_head_matches_f
 
 # ---------------------------------------------------------------- regional compilation (issue 10)
 
-def test_regional_compile_compiles_each_block_once_for_every_length_and_trains_like_eager(tiny_model_cfg, tok,
-                                                                                           tmp_path):
-    """`torch_compile: regional`: accelerate compiles the decoder blocks with dynamic shapes when the
-    trainer prepares the model, so padding-free batches of other lengths compile nothing new after the
-    first step (the whole-model compile recompiled for new lengths: 3x slower on an H200); the losses
-    are eager's (no dropout: the same sums, up to inductor's float reassociation)."""
-    import torch._dynamo
+def compile_recorder():
+    """(a callback recording each step's logged loss and inductor's count of compiled graphs, a
+    `trainer_hook` that also records each batch's length and the trainer's compile plugin and callbacks)."""
     from torch._dynamo.utils import counters
     from transformers import TrainerCallback
 
-    rows = formatted_rows(tok, 12)
-    path = tmp_path / "train.jsonl"
-    write_jsonl(path, rows)
-    run = {**CFG, "max_steps": 4, "batch_size": 3, "lora_dropout": 0.0, "padding_free": True, "save_steps": 100}
-
     class Record(TrainerCallback):
         def __init__(self):
-            self.losses, self.graphs, self.lengths = [], [], []
+            self.losses, self.graphs, self.lengths, self.seen = [], [], [], {}
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -869,32 +864,114 @@ def test_regional_compile_compiles_each_block_once_for_every_length_and_trains_l
         def on_step_end(self, args, state, control, **kw):
             self.graphs.append(counters["stats"]["unique_graphs"])
 
-    def lengths(trainer):
+    rec = Record()
+
+    def hook(trainer):
         collate = trainer.data_collator
 
         def recording(examples):
             batch = collate(examples)
-            eager.lengths.append(batch["input_ids"].shape[1])
+            rec.lengths.append(batch["input_ids"].shape[1])
             return batch
         trainer.data_collator = recording
+        rec.seen.update(plugin=trainer.accelerator.state.dynamo_plugin,
+                        callbacks=[type(c).__name__ for c in trainer.callback_handler.callbacks])
+    return rec, hook
 
-    eager, compiled = Record(), Record()
-    train(run, tiny_model_cfg, path, tmp_path / "eager", tmp_path / "me", callbacks=[eager], trainer_hook=lengths)
+def test_regional_compile_compiles_each_block_once_for_every_length_and_trains_like_eager(tiny_model_cfg, tok,
+                                                                                           tmp_path):
+    """`torch_compile: regional`: accelerate compiles the decoder blocks with dynamic shapes when the
+    trainer prepares the model, so padding-free batches of other lengths compile nothing new after the
+    first step (the whole-model compile recompiled for new lengths: 3x slower on an H200); the losses
+    are eager's (no dropout: the same sums, up to inductor's float reassociation)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    rows = formatted_rows(tok, 12)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, rows)
+    run = {**CFG, "max_steps": 4, "batch_size": 3, "lora_dropout": 0.0, "padding_free": True, "save_steps": 100}
+    (eager, eager_hook), (compiled, compiled_hook) = compile_recorder(), compile_recorder()
+    train(run, tiny_model_cfg, path, tmp_path / "eager", tmp_path / "me", callbacks=[eager], trainer_hook=eager_hook)
     torch._dynamo.reset()
     counters.clear()
-    seen = {}
     train({**run, "torch_compile": "regional"}, tiny_model_cfg, path, tmp_path / "compiled", tmp_path / "mc",
-          callbacks=[compiled], trainer_hook=lambda t: seen.update(plugin=t.accelerator.state.dynamo_plugin))
+          callbacks=[compiled], trainer_hook=compiled_hook)
     assert len(set(eager.lengths)) >= 3, eager.lengths            # the steps really had different lengths
-    assert seen["plugin"].use_regional_compilation and seen["plugin"].dynamic
+    assert compiled.seen["plugin"].use_regional_compilation and compiled.seen["plugin"].dynamic
     assert compiled.graphs[0] > 0, "nothing was compiled"
     assert compiled.graphs == [compiled.graphs[0]] * len(compiled.graphs), compiled.graphs
     assert len(compiled.losses) == len(eager.losses) == 4
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
     info = json.loads((tmp_path / "compiled" / "adapter" / "training_info.json").read_text())
     assert info["run_config"]["torch_compile"] == "regional"
-    with pytest.raises(UserError, match="train.torch_compile must be true, false or regional"):
+    with pytest.raises(UserError, match="train.torch_compile must be true, false, regional or regional_graphs"):
         train({**run, "torch_compile": "yes"}, tiny_model_cfg, path, tmp_path / "bad", tmp_path / "mb")
+
+
+def test_regional_graphs_pads_batches_to_a_few_shapes_and_trains_like_eager(tiny_model_cfg, tok, tmp_path):
+    """`torch_compile: regional_graphs` is regional compilation with mode "reduce-overhead" (CUDA graphs,
+    recorded once per batch shape on a card): batches are padded to a multiple of `pad_to_multiple_of`
+    (TRL's collator), compiled with static shapes (one compile per padded length: a length seen before compiles
+    nothing new), every step starts a new graph-tree iteration, and the losses are those of eager unpadded
+    batches (no dropout; padding is masked out; eager attention, as sdpa with the padding is refused)."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    rows = formatted_rows(tok, 12)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, rows)
+    run = {**CFG, "max_steps": 4, "batch_size": 3, "lora_dropout": 0.0, "save_steps": 100}
+    M = 16
+    (eager, eager_hook), (graphs, graphs_hook), marks = compile_recorder(), compile_recorder(), []
+    train(run, tiny_model_cfg, path, tmp_path / "eager", tmp_path / "me", callbacks=[eager], trainer_hook=eager_hook)
+    torch._dynamo.reset()
+    counters.clear()
+    mark = torch.compiler.cudagraph_mark_step_begin
+    torch.compiler.cudagraph_mark_step_begin = lambda: (marks.append(1), mark())[1]
+    try:
+        info = train({**run, "torch_compile": "regional_graphs", "pad_to_multiple_of": M, "attention": "eager"},
+                     tiny_model_cfg, path, tmp_path / "graphs", tmp_path / "mg", callbacks=[graphs],
+                     trainer_hook=graphs_hook)
+    finally:
+        torch.compiler.cudagraph_mark_step_begin = mark
+    assert len(set(eager.lengths)) >= 3, eager.lengths                  # unpadded: other lengths each step
+    assert all(n % M == 0 for n in graphs.lengths), graphs.lengths
+    assert [-(-n // M) * M for n in eager.lengths] == graphs.lengths    # each batch rounded up, no more
+    assert len(set(graphs.lengths)) < len(graphs.lengths), graphs.lengths   # some padded length comes again
+    plugin = graphs.seen["plugin"]
+    assert plugin.mode == "reduce-overhead" and plugin.use_regional_compilation and plugin.dynamic is False
+    assert "MarkGraphSteps" in graphs.seen["callbacks"] and len(marks) == 4
+    assert graphs.graphs[0] > 0 and graphs.graphs == sorted(graphs.graphs), graphs.graphs
+    for i in range(1, 4):         # static shapes: a new padded length compiles, one seen before does not
+        new = graphs.lengths[i] not in graphs.lengths[:i]
+        assert (graphs.graphs[i] > graphs.graphs[i - 1]) == new, (graphs.lengths, graphs.graphs)
+    assert graphs.losses == pytest.approx(eager.losses, rel=1e-4)
+    assert info["run_config"]["pad_to_multiple_of"] == M and "cudagraph_skips" not in info   # CPU: none recorded
+    # padding and the compile mode do not change the optimisation: the resume hash of the eager run with
+    # the same attention (the attention implementation is part of the hash)
+    eager_info = json.loads((tmp_path / "eager" / "adapter" / "training_info.json").read_text())
+    same = {**eager_info["run_config"], "attention": "eager"}
+    assert info["config_hash"] == config_hash(same, tiny_model_cfg, sha256_file(path))
+    assert info["config_hash"] == config_hash({**same, "torch_compile": False, "pad_to_multiple_of": None},
+                                              tiny_model_cfg, sha256_file(path))
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"padding_free": True, "pad_to_multiple_of": 64}, "needs train.padding_free: false and train.pad_to_multiple_of"),
+    ({}, "needs train.padding_free: false and train.pad_to_multiple_of"),
+    ({"pad_to_multiple_of": 0}, "train.pad_to_multiple_of must be a positive integer or null"),
+    ({"pad_to_multiple_of": 64, "attention": "eager", "use_liger_kernel": True},
+     "'regional_graphs' and train.use_liger_kernel cannot"),
+    ({"pad_to_multiple_of": 64}, "pad_to_multiple_of with train.attention 'sdpa' gave NaN gradients"),
+])
+def test_regional_graphs_settings_are_checked_before_the_model_loads(over, message, tiny_model_cfg, data, tmp_path,
+                                                                     monkeypatch):
+    forbid_model_load(monkeypatch, "the model was loaded before train.torch_compile was checked")
+    with pytest.raises(UserError, match=message):
+        train({**CFG, "torch_compile": "regional_graphs", **over}, tiny_model_cfg, data, tmp_path / "m", tmp_path / "x")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
 
 
 def test_regional_compile_is_checked_before_the_model_loads(tiny_model_cfg, data, tmp_path, monkeypatch):

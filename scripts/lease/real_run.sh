@@ -20,7 +20,9 @@ python - "$C" <<'PY'
 import json, sys, yaml
 p = yaml.safe_load(open("params.yaml"))
 c = {"false": False, "true": True}.get(sys.argv[1], sys.argv[1])
-p["train"].update(use_liger_kernel=True, torch_compile=c)
+p["train"].update(use_liger_kernel=c is False, torch_compile=c)     # liger cannot be compiled (check_compile)
+if c == "regional_graphs":   # CUDA graphs need padded batches of a few shapes
+    p["train"].update(padding_free=False, attention="eager", pad_to_multiple_of=64)   # sdpa + padding: NaN
 p["predict"].update(backend="graphs", use_liger_kernel=True)
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 plan = json.load(open("docs/results/qwen2.5-coder-0.5b-gpu/plan.json"))

@@ -2,11 +2,9 @@
 # Qwen2.5-0.5B shape (random weights, 300 steps of 4 examples, the GPU study's tuned params), issue 10's training goal:
 #   before (checkpointing on, no liger), after (checkpointing off, liger: 1.55-1.68x before on an H200),
 #   regional (train.torch_compile: regional), regional_liger (regional + liger; it failed in dynamo on the H100 of the
-#   seventh lease and is no longer a default variant of bench_throughput.py, so it is skipped now); on the branch
-#   exp/regional-graphs also regional_padded and regional_graphs (padded batches in multiples of 64 tokens; regional_graphs
-#   records CUDA graphs of the blocks: it crashed with SIGSEGV on the H100 of the eighth lease).
+#   seventh lease and is no longer a default variant of bench_throughput.py, so it is skipped now), regional_padded and
+#   regional_graphs (padded batches in multiples of 64 tokens; regional_graphs records CUDA graphs of the blocks).
 #   VARIANTS: a comma-separated list (default before,after,regional); STEPS (third argument): steps per variant (300).
-#   The tests are skipped when /tmp/out/test_cuda.log exists (an earlier call ran them, or wrote why not).
 # Two calls. First (carry .gpu/t1: the bitsandbytes, trl, datasets, dill, multiprocess, liger-kernel wheels):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/t1/whl/*.whl
 # Second (carry DIR, default .gpu/n2: data.tgz = formatted/{train,eval_zeroshot}.jsonl + prepared/, assets.tgz =
