@@ -502,7 +502,7 @@ def train(cfg: TrainConfig | dict[str, Any], model_cfg, data_path: str | os.Path
             print(f"warning: train.torch_compile 'regional_graphs': {skips} compiled graphs ran without CUDA graphs "
                   f"(TORCH_LOGS=cudagraphs says why)", file=sys.stderr)
     if trainer.accelerator.is_main_process:   # data parallel (accelerate launch): rank 0 alone writes outputs
-        _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir)
+        _write_outputs(trainer, info, out_dir, ckpt_dir, metrics_dir, live_summary=bool(live_callbacks))
     return info
 
 
@@ -596,7 +596,8 @@ def _run_info(trainer, result, wall: float, cfg, model_cfg, settings, digest, re
     }
 
 
-def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_dir: Path) -> None:
+def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_dir: Path, *,
+                   live_summary: bool) -> None:
     adapter_dir = out_dir / "adapter"
     # no absolute path of the checkout in the adapter (its config and peft's model card)
     for peft_cfg in getattr(trainer.model, "peft_config", {}).values():
@@ -613,7 +614,7 @@ def _write_outputs(trainer, info: dict, out_dir: Path, ckpt_dir: Path, metrics_d
 
     summary = {}
     metrics_file = metrics_dir / "metrics.json"
-    if metrics_file.is_file():   # DVCLive's summary (latest values of the logged series)
+    if live_summary and metrics_file.is_file():   # this run's DVCLive summary (latest logged values)
         try:
             summary = json.loads(metrics_file.read_text())
         except ValueError:

@@ -16,6 +16,7 @@ DVCLive logging is replaced by a no-op stand-in when it cannot be imported.
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import json
 import shutil
@@ -65,7 +66,10 @@ def _stub_dvclive() -> bool:
         def __getattr__(self, name):
             return lambda *a, **k: None
 
-    sys.modules["dvclive"] = types.SimpleNamespace(Live=Live)
+    stub = types.ModuleType("dvclive")   # with a spec: transformers' import-time find_spec("dvclive") needs one
+    stub.__spec__ = importlib.machinery.ModuleSpec("dvclive", None)
+    stub.Live = Live
+    sys.modules["dvclive"] = stub
     return True
 
 

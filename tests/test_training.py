@@ -729,10 +729,16 @@ def test_train_takes_a_loaded_model_and_a_logger(tiny_model_cfg, data, tmp_path,
     b = load_file(tmp_path / "inj" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # live=False: no per-step logging at all (the module's own load_model binding is not patched)
+    # and a metrics.json an earlier run left there (DVCLive's summary of another run) is replaced, not merged
+    (tmp_path / "mnolog").mkdir()
+    (tmp_path / "mnolog" / "metrics.json").write_text(json.dumps({"loss": 123.0, "step": 2, "grad_norm": 9.0}))
     fresh, _ = load_model(tiny_model_cfg, for_training=True)
     nolog = train(CFG, tiny_model_cfg, data, tmp_path / "nolog", tmp_path / "mnolog", model=fresh,
                   tokenizer=tokenizer, live=False)
     assert nolog["steps"] == 6 and not (tmp_path / "mnolog" / "plots").exists()
+    summary = json.loads((tmp_path / "mnolog" / "metrics.json").read_text())
+    assert summary["steps"] == 6 and summary["final_loss"] == nolog["final_loss"]
+    assert not {"loss", "step", "grad_norm"} & set(summary)
 
 
 def test_target_modules_that_name_no_module_are_refused_before_the_weights_load(tiny_model_cfg, tok, tmp_path,
