@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmarks.compare_scores import compare, main
+from benchmarks.compare_scores import compare, compare_mmlu, main
 from sqltradeoff.errors import UserError
 
 
@@ -56,3 +56,26 @@ def test_cli_appends_one_json_line(tmp_path, capsys):
                      "--name", "B", "--pred", str(pa), "--scores", str(sa), "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["ex_correct"] == {"A": 1, "B": 1}
+
+
+def _mmlu_rows(tmp_path, name, preds, debiased, answers="ABCDA"):
+    return _write(tmp_path / f"{name}_mmlu.jsonl", [
+        {"id": f"s-{i}", "answer": ans, "pred": p, "correct": int(p == ans), "debiased_pred": d,
+         "debiased_correct": int(d == ans)} for i, (p, d, ans) in enumerate(zip(preds, debiased, answers))])
+
+
+def test_mmlu_rows_give_a_paired_line_for_loglik_and_one_for_debiased(tmp_path, capsys):
+    a = _mmlu_rows(tmp_path, "a", "ABCDB", "ABCDA")     # loglik 4 of 5, debiased 5 of 5
+    b = _mmlu_rows(tmp_path, "b", "ABCCA", "CBCDA")     # loglik 4 of 5 (another miss), debiased 4 of 5
+    loglik, debiased = compare_mmlu("A", a, "B", b)
+    assert (loglik["metric"], debiased["metric"]) == ("mmlu", "mmlu_debiased")
+    assert loglik["correct"] == {"A": 4, "B": 4} and loglik["pred_equal"] == 3
+    assert (loglik["only_a_correct"], loglik["only_b_correct"]) == (1, 1) and loglik["difference_pp"] == 0.0
+    assert debiased["correct"] == {"A": 5, "B": 4} and debiased["pred_equal"] == 4
+    assert debiased["difference_pp"] == pytest.approx(-20.0)
+    out = tmp_path / "cmp.jsonl"
+    assert main(["--mmlu", "--name", "A", "--scores", str(a), "--name", "B", "--scores", str(b),
+                 "--out", str(out)]) == 0
+    assert [json.loads(x)["metric"] for x in out.read_text().splitlines()] == ["mmlu", "mmlu_debiased"]
+    with pytest.raises(SystemExit):     # --pred belongs to the SQL comparison
+        main(["--mmlu", "--name", "A", "--pred", str(a), "--scores", str(a), "--name", "B", "--scores", str(b)])
