@@ -1,4 +1,4 @@
-# bash scripts/lease/graphs_diag.sh [DIR] [STEPS]: (branch exp/regional-graphs) isolate the eighth lease's SIGSEGV of
+# bash scripts/lease/graphs_diag.sh [DIR] [STEPS]: isolate the eighth lease's SIGSEGV of
 # train.torch_compile regional_graphs. Sets up like train_regional.sh (carry .gpu/t1 installed in /tmp/site, DIR default
 # .gpu/n2), then starts five short bench_throughput.py trainings at once (STEPS steps each, default 30; random weights of the
 # 0.5B shape; each its own process and work dir, so one crash cannot take another with it; their timings are not compared):

@@ -1,9 +1,10 @@
 # bash scripts/lease/real_run.sh COMPILE: one run of the real-scale study with the fast settings, real weights, through
 # the stage scripts (issue 10's "one run": train@run1 one epoch + predict@run1 972 questions + mmlu@run1 801 questions).
 # Needs what train_regional.sh set up (/tmp/proj, /tmp/data with formatted/ and prepared/, the wheels in /tmp/site) and
-# the GGUF in parts in /tmp/gguf (one part per call, carried during the polls). COMPILE: the train.torch_compile value
-# (false | regional). Settings over docs/results/qwen2.5-coder-0.5b-gpu/params.yaml: train use_liger_kernel true,
-# predict backend graphs with use_liger_kernel true; train logs without DVCLive (--no-live: no dvc on the card).
+# the GGUF in parts in /tmp/gguf (one part per call, carried during the polls). COMPILE: the train.torch_compile
+# value (false | regional | regional_graphs: then eager attention, batches padded to 64). Settings over
+# docs/results/qwen2.5-coder-0.5b-gpu/params.yaml: train use_liger_kernel true (without a compile), predict
+# backend graphs with use_liger_kernel true; train logs without DVCLive (--no-live: no dvc on the card).
 # Run it detached (setsid nohup ... &) and poll; outputs go to /tmp/out (timings_real.jsonl, run_real.log, run_real.tgz).
 set -e
 C=${1:-false}
