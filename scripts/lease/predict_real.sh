@@ -4,8 +4,7 @@
 # Needs what train_regional.sh set up (/tmp/proj, /tmp/data, the wheels in /tmp/site) and the GGUF's parts in /tmp/gguf.
 # Run it detached (setsid nohup ... &) and poll; outputs in /tmp/out (tp_predict_real.json, pred_*.jsonl, PREDICT_DONE).
 cd /tmp/proj
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
-  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton PYTHONFAULTHANDLER=1   # a crash prints the Python stacks
+. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
 M=$(bash scripts/lease/join_gguf.sh 2> /tmp/out/predict_real.log) || { echo "join_gguf.sh failed" >> /tmp/out/predict_real.log;
   touch /tmp/out/PREDICT_DONE; exit 1; }
 echo "model dir: $M" >> /tmp/out/predict_real.log

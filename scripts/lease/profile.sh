@@ -3,8 +3,7 @@
 # other: 160 steps, phases timed over steps 101-140, the profiler over steps 141-160. Run it detached after /tmp/out/DONE
 # (setsid nohup ... &) and poll; writes /tmp/out/profile_VARIANT.{json,log}, then /tmp/out/PROFILE_DONE.
 cd /tmp/proj
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
-  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton PYTHONFAULTHANDLER=1   # a crash prints the Python stacks
+. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
 for V in "$@"; do
   python3 benchmarks/profile_train.py --params /tmp/benchwork/qwen2.5-0.5b/params_train_$V.yaml \
     --data /tmp/data/formatted/train.jsonl --steps 160 --warmup 100 --profile-steps 20 \

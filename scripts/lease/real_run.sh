@@ -9,8 +9,7 @@
 set -e
 C=${1:-false}
 cd /tmp/proj
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
-  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton PYTHONFAULTHANDLER=1   # a crash prints the Python stacks
+. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
 mkdir -p /tmp/bin data
 printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python; chmod +x /tmp/bin/python
 export PATH=/tmp/bin:$PATH

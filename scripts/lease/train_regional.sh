@@ -15,13 +15,9 @@ set -e
 D=${1:-.gpu/n2}
 V=${2:-before,after,regional}
 N=${3:-300}
-rm -rf /tmp/proj /tmp/data && mkdir -p /tmp/proj /tmp/out /tmp/data
-tar cf - --exclude=./.gpu . | tar xf - -C /tmp/proj
-tar xzf "$D/data.tgz" -C /tmp/data
-tar xzf "$D/assets.tgz" -C /tmp
+bash scripts/lease/copy_proj.sh "$D"
 cd /tmp/proj
-export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
-  DEEPEVAL_TELEMETRY_OPT_OUT=YES TRITON_CACHE_DIR=/tmp/triton PYTHONFAULTHANDLER=1   # a crash prints the Python stacks
+. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, peft, trl, accelerate; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__, accelerate.__version__)"
 # the CUDA tests, unless an earlier call of this lease ran them
