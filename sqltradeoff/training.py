@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .checkpoints import HASH_FILE, _prepare_checkpoints, checkpoint_problem, checkpoints, latest_checkpoint  # noqa: F401 (re-exported)
-from .config import REQUIRED, TrainConfig, as_mapping
+from .config import REQUIRED, TORCH_COMPILE, TrainConfig, as_mapping
 from .errors import UserError
 from .io import atomic_dir, portable_path, read_jsonl, sha256_file, write_json
 from .modeling import token_ids
@@ -252,15 +252,12 @@ def sft_config_kwargs(cfg: dict[str, Any], settings, output_dir: str | os.PathLi
     )
 
 
-REGIONAL = ("regional", "regional_graphs")
-
-
 def check_compile(torch_compile: bool | str, use_liger_kernel: bool) -> None:
     """`train.torch_compile: regional` (or `regional_graphs`), checked before the model loads: it needs
     accelerate's regional compilation, and it cannot be combined with liger-kernel (dynamo fails to trace
     liger's fused RMSNorm: an AssertionError in `overwrite_tensor_vt_proxy` with torch 2.11 and
     liger-kernel 0.8.5, on an H100, BENCHMARKS.md)."""
-    if torch_compile not in REGIONAL:
+    if torch_compile not in TORCH_COMPILE:
         return
     if use_liger_kernel:
         raise UserError(f"params: train.torch_compile '{torch_compile}' and train.use_liger_kernel cannot be "
@@ -283,7 +280,7 @@ def compile_settings(trainer, torch_compile: bool | str) -> None:
     inductor's CUDA graph trees: each compiled region's forward and backward are recorded once per input
     shape and replayed), and every optimizer step marked as a new iteration for the graph trees
     (`torch.compiler.cudagraph_mark_step_begin`)."""
-    if torch_compile not in REGIONAL:
+    if torch_compile not in TORCH_COMPILE:
         return
     plugin = trainer.accelerator.state.dynamo_plugin
     plugin.use_regional_compilation = True
