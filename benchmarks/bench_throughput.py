@@ -59,6 +59,8 @@ MISTRAL_7B_V02 = dict(
     max_position_embeddings=32768, rope_theta=1e6, sliding_window=None, rms_norm_eps=1e-5, hidden_act="silu",
     tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, initializer_range=0.02)
 
+# The padded batches of the CUDA-graph variants (static shapes need few lengths)
+PADDED = {"padding_free": False, "attention": "eager", "pad_to_multiple_of": 64}
 # Default variants: "before" = the reference paths (what the issue measured), "after" = the fast ones.
 DEFAULT_VARIANTS = {
     "predict": {"before": {"predict": {"backend": "reference"}}, "prefix": {"predict": {"backend": "prefix"}},
@@ -77,14 +79,12 @@ DEFAULT_VARIANTS = {
               # padded batches (bucketed to multiples of 64 tokens; eager attention: sdpa with the extra padding
               # gave NaN gradients on real weights) and CUDA graphs of the compiled blocks; regional_padded
               # isolates the padding (the same batches, no graphs)
-              "regional_padded": {"train": {"gradient_checkpointing": False, "torch_compile": "regional",
-                                            "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64}},
+              "regional_padded": {"train": {"gradient_checkpointing": False, "torch_compile": "regional", **PADDED}},
               "regional_graphs": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
-                                            "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64}},
+                                            **PADDED}},
               # the same with torch's AdamW (isolates bitsandbytes' paged 8-bit optimizer; another optimisation)
               "regional_graphs_adamw": {"train": {"gradient_checkpointing": False, "torch_compile": "regional_graphs",
-                                                  "padding_free": False, "attention": "eager", "pad_to_multiple_of": 64,
-                                                  "optim_cuda": "adamw_torch"}}},
+                                                  **PADDED, "optim_cuda": "adamw_torch"}}},
 }
 
 
