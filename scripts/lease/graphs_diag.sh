@@ -15,11 +15,7 @@
 set -e
 D=${1:-.gpu/n2}
 N=${2:-30}
-bash scripts/lease/copy_proj.sh "$D"
-cd /tmp/proj
-. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, peft, trl, accelerate; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__, accelerate.__version__)"
+. scripts/lease/enter_proj.sh "$D"   # the project in /tmp/proj, its data and assets; cd there
 cat > /tmp/diag_one.sh <<SH
 name=\$1; v=\$2; shift 2
 env "\$@" timeout 540 python3 benchmarks/bench_throughput.py run --arch qwen2.5-0.5b --assets /tmp/assets \

@@ -15,11 +15,7 @@ set -e
 D=${1:-.gpu/n2}
 V=${2:-before,after,regional}
 N=${3:-300}
-bash scripts/lease/copy_proj.sh "$D"
-cd /tmp/proj
-. scripts/lease/stage_env.sh    # PYTHONPATH=/tmp/site, offline, faulthandler (a crash prints the Python stacks)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, peft, trl, accelerate; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__, accelerate.__version__)"
+. scripts/lease/enter_proj.sh "$D"   # the project in /tmp/proj, its data and assets; cd there
 # the CUDA tests, unless an earlier call of this lease ran them
 [ -f /tmp/out/test_cuda.log ] || timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > /tmp/out/test_cuda.log 2>&1 || true
 tail -3 /tmp/out/test_cuda.log
